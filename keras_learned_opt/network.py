@@ -1,0 +1,233 @@
+"""The update network: a coordinate-wise LSTM shared by every scalar parameter.
+
+This module holds the only copy of the update math in the project. It is a
+pure function of (weights, gradient, state) written in ``keras.ops``, so the
+same code runs inside ``LearnedOptimizer`` (weights are constant optimizer
+variables) and inside the meta-trainer (weights are ``tf.Variable`` objects
+being trained under a ``tf.GradientTape``).
+
+Shapes: every scalar parameter is one row of a batch of ``N`` rows.
+``gradient`` is ``[N]``; each state tensor is ``[N, width]`` (see
+``state_layout``); the returned update is ``[N]`` and is *added* to the
+parameters (Andrychowicz et al. 2016, eq. 1) after multiplication by the
+optimizer's learning rate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from keras import ops
+
+INPUT_FEATURES = ("log_and_sign", "rnnprop")
+OUTPUT_ACTIVATIONS = ("linear", "tanh")
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkConfig:
+    """Architecture and input preprocessing of the update network.
+
+    Attributes:
+        hidden_sizes: units of each stacked LSTM layer (paper: (20, 20)).
+        input_features: ``"log_and_sign"`` (paper appendix A) or ``"rnnprop"``
+            (Lv et al. 2017: gradient and momentum divided by the RMS of the
+            gradient, running moments with decay ``moment_decay``).
+        log_and_sign_p: the ``p`` of LogAndSign (paper 10, DeepMind's code 5).
+        moment_decay: decay of the running moments used by ``"rnnprop"``.
+        input_layer_size: units of an ELU dense layer before the LSTM (RNNprop
+            uses 20); 0 feeds the features straight into the LSTM.
+        output_activation: ``"linear"`` (paper) or ``"tanh"`` (bounded).
+        output_scale: the network output is multiplied by this constant.
+    """
+
+    hidden_sizes: tuple[int, ...] = (20, 20)
+    input_features: str = "log_and_sign"
+    log_and_sign_p: float = 10.0
+    moment_decay: float = 0.95
+    input_layer_size: int = 0
+    output_activation: str = "linear"
+    output_scale: float = 0.1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
+        if not self.hidden_sizes or min(self.hidden_sizes) < 1:
+            raise ValueError(f"hidden_sizes must be positive integers, got {self.hidden_sizes}")
+        if self.input_features not in INPUT_FEATURES:
+            raise ValueError(
+                f"input_features must be one of {INPUT_FEATURES}, got {self.input_features!r}"
+            )
+        if self.output_activation not in OUTPUT_ACTIVATIONS:
+            raise ValueError(
+                f"output_activation must be one of {OUTPUT_ACTIVATIONS}, "
+                f"got {self.output_activation!r}"
+            )
+        if self.log_and_sign_p <= 0:
+            raise ValueError(f"log_and_sign_p must be > 0, got {self.log_and_sign_p}")
+        if not 0.0 <= self.moment_decay < 1.0:
+            raise ValueError(f"moment_decay must be in [0, 1), got {self.moment_decay}")
+        if self.input_layer_size < 0:
+            raise ValueError(f"input_layer_size must be >= 0, got {self.input_layer_size}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["hidden_sizes"] = list(self.hidden_sizes)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "NetworkConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown network configuration keys: {sorted(unknown)}")
+        return cls(**d)
+
+    @property
+    def feature_count(self) -> int:
+        return 2
+
+    @property
+    def state_floats_per_parameter(self) -> int:
+        return sum(width for _, width in state_layout(self))
+
+
+def state_layout(config: NetworkConfig) -> list[tuple[str, int]]:
+    """Names and widths of the per-coordinate state tensors, in order.
+
+    Each LSTM layer ``i`` has a hidden state ``h{i}`` and a cell state ``c{i}``;
+    ``"rnnprop"`` inputs add the running first and second moments ``m``, ``v``.
+    """
+    layout = []
+    for i, units in enumerate(config.hidden_sizes):
+        layout += [(f"h{i}", units), (f"c{i}", units)]
+    if config.input_features == "rnnprop":
+        layout += [("m", 1), ("v", 1)]
+    return layout
+
+
+def weight_shapes(config: NetworkConfig) -> dict[str, tuple[int, ...]]:
+    """The name and shape of every trainable array of the network."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    width = config.feature_count
+    if config.input_layer_size:
+        shapes["input/kernel"] = (width, config.input_layer_size)
+        shapes["input/bias"] = (config.input_layer_size,)
+        width = config.input_layer_size
+    for i, units in enumerate(config.hidden_sizes):
+        # One fused kernel for [x, h] -> gates (i, f, g, o): one matmul per layer.
+        shapes[f"lstm_{i}/kernel"] = (width + units, 4 * units)
+        shapes[f"lstm_{i}/bias"] = (4 * units,)
+        width = units
+    shapes["output/kernel"] = (width, 1)
+    shapes["output/bias"] = (1,)
+    return shapes
+
+
+def initial_weights(config: NetworkConfig, seed: int = 0) -> dict[str, np.ndarray]:
+    """Fresh weights for meta-training (float32 numpy arrays).
+
+    Kernels are Glorot-uniform, the LSTM forget-gate bias is +1 so that state is
+    remembered from the start, and the output layer is zero so the untrained
+    optimizer makes no update (a stable starting point for meta-training).
+    """
+    rng = np.random.default_rng(seed)
+    weights = {}
+    for name, shape in weight_shapes(config).items():
+        if name.startswith("output/"):
+            value = np.zeros(shape)
+        elif name.endswith("/kernel"):
+            limit = math.sqrt(6.0 / (shape[0] + shape[1]))
+            value = rng.uniform(-limit, limit, size=shape)
+        else:
+            value = np.zeros(shape)
+            if name.startswith("lstm_"):
+                units = shape[0] // 4
+                value[units : 2 * units] = 1.0
+        weights[name] = value.astype(np.float32)
+    return weights
+
+
+def input_features(
+    config: NetworkConfig, gradient, moments: Sequence | None, step
+) -> tuple[Any, list]:
+    """Per-coordinate input features ``[N, 2]`` and the updated moment state.
+
+    ``moments`` is ``[m, v]`` (each ``[N, 1]``) for ``"rnnprop"`` and ``None``
+    otherwise; ``step`` is the 1-based step count used for bias correction.
+    """
+    g = ops.expand_dims(gradient, -1)
+    if config.input_features == "log_and_sign":
+        # Paper appendix A, branch-free and exact: for |g| >= e^-p the features
+        # are (log|g|/p, sign g), below it (-1, e^p g).
+        p = config.log_and_sign_p
+        magnitude = ops.log(ops.maximum(ops.abs(g), math.exp(-p))) / p
+        direction = ops.clip(g * math.exp(p), -1.0, 1.0)
+        return ops.concatenate([magnitude, direction], axis=-1), []
+    beta = config.moment_decay
+    m, v = moments
+    m = beta * m + (1.0 - beta) * g
+    v = beta * v + (1.0 - beta) * ops.square(g)
+    correction = 1.0 - ops.power(ops.cast(beta, "float32"), ops.cast(step, "float32"))
+    rms = ops.sqrt(v / correction) + 1e-8
+    features = ops.concatenate([g / rms, (m / correction) / rms], axis=-1)
+    return features, [m, v]
+
+
+def lstm_cell(kernel, bias, x, h, c) -> tuple[Any, Any]:
+    """One LSTM layer for all coordinates: ``x [N, in]``, ``h, c [N, units]``."""
+    z = ops.matmul(ops.concatenate([x, h], axis=-1), kernel) + bias
+    i, f, g, o = ops.split(z, 4, axis=-1)
+    c = ops.sigmoid(f) * c + ops.sigmoid(i) * ops.tanh(g)
+    h = ops.sigmoid(o) * ops.tanh(c)
+    return h, c
+
+
+def apply_network(
+    weights: Mapping[str, Any],
+    config: NetworkConfig,
+    gradient,
+    state: Sequence,
+    step,
+) -> tuple[Any, list]:
+    """Run the update network on ``N`` coordinates.
+
+    Args:
+        weights: arrays named as in ``weight_shapes`` (tensors or variables).
+        config: the architecture.
+        gradient: ``[N]`` float32 gradient, one entry per coordinate.
+        state: tensors in the order of ``state_layout``, each ``[N, width]``.
+        step: 1-based optimizer step (scalar), used by moment bias correction.
+
+    Returns:
+        ``(update [N], new_state)``: the update to *add* to the parameters
+        (before the learning rate), and the new state in ``state_layout`` order.
+    """
+    layers = len(config.hidden_sizes)
+    lstm_state, moments = list(state[: 2 * layers]), state[2 * layers :]
+    x, new_moments = input_features(config, gradient, moments or None, step)
+    if config.input_layer_size:
+        x = ops.elu(ops.matmul(x, weights["input/kernel"]) + weights["input/bias"])
+    new_state = []
+    for i in range(layers):
+        h, c = lstm_cell(
+            weights[f"lstm_{i}/kernel"], weights[f"lstm_{i}/bias"], x,
+            lstm_state[2 * i], lstm_state[2 * i + 1],
+        )
+        new_state += [h, c]
+        x = h
+    out = ops.matmul(x, weights["output/kernel"]) + weights["output/bias"]
+    if config.output_activation == "tanh":
+        out = ops.tanh(out)
+    update = ops.reshape(out, (-1,)) * config.output_scale
+    return update, new_state + new_moments
+
+
+def zero_state(config: NetworkConfig, rows: int) -> list:
+    """Fresh (all-zero) state for ``rows`` coordinates, float32."""
+    return [ops.zeros((rows, width), dtype="float32") for _, width in state_layout(config)]
