@@ -71,8 +71,14 @@ class Problem:
         return Episode(self.init_params(seed), self.make_task(seed), self.make_batches(seed, steps))
 
     @property
+    def parameter_shapes(self) -> list[tuple[int, ...]]:
+        if getattr(self, "_parameter_shapes", None) is None:
+            self._parameter_shapes = [tuple(p.shape) for p in self.init_params(0)]
+        return self._parameter_shapes
+
+    @property
     def parameter_count(self) -> int:
-        return int(sum(p.size for p in self.init_params(0)))
+        return int(sum(np.prod(s) for s in self.parameter_shapes))
 
 
 class QuadraticProblem(Problem):
@@ -192,6 +198,42 @@ class KerasProblem(Problem):
         return loss
 
 
+class ScaledProblem(Problem):
+    """A problem seen through a random per-coordinate rescaling of its parameters.
+
+    The optimizer trains ``u`` while the loss is ``base.loss(c * u)`` with
+    ``log c ~ U(-log_range, log_range)`` drawn per coordinate and per episode,
+    and ``u`` starts at ``theta_0 / c`` so the model starts where Keras puts it.
+    Gradients are scaled by ``c`` and good steps by ``1 / c``, so an optimizer
+    meta-trained on it cannot lean on one fixed scale (Lv et al. 2017, sec. 3.2).
+    """
+
+    def __init__(self, base: Problem, log_range: float = 3.0) -> None:
+        self.base = base
+        self.log_range = log_range
+        self.name = f"{base.name}@scaled{log_range:g}"
+        self.batch_size = base.batch_size
+
+    def _scales(self, seed: int) -> list[np.ndarray]:
+        rng = np.random.default_rng([seed, 3])
+        return [np.exp(rng.uniform(-self.log_range, self.log_range, shape)).astype(np.float32)
+                for shape in self.base.parameter_shapes]
+
+    def init_params(self, seed: int) -> list[np.ndarray]:
+        return [p / c for p, c in zip(self.base.init_params(seed), self._scales(seed))]
+
+    def make_task(self, seed: int) -> tuple[np.ndarray, ...]:
+        return tuple(self.base.make_task(seed)) + tuple(self._scales(seed))
+
+    def make_batches(self, seed: int, steps: int) -> tuple[np.ndarray, ...]:
+        return self.base.make_batches(seed, steps)
+
+    def loss(self, params, task, batch):
+        count = len(params)
+        base_task, scales = task[: len(task) - count], task[len(task) - count :]
+        return self.base.loss([p * c for p, c in zip(params, scales)], base_task, batch)
+
+
 def _eager_scope():
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
@@ -215,6 +257,9 @@ def register_problem(name: str, factory: Callable[[], Problem], overwrite: bool 
 def get_problem(name: str | Problem) -> Problem:
     if isinstance(name, Problem):
         return name
+    if name not in _REGISTRY and "@scaled" in name:
+        base, _, log_range = name.partition("@scaled")
+        register_problem(name, lambda: ScaledProblem(get_problem(base), float(log_range or 3.0)))
     if name not in _REGISTRY:
         raise ValueError(f"unknown problem '{name}'; registered: {sorted(_REGISTRY)}")
     if name not in _CACHE:

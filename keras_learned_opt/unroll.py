@@ -36,7 +36,7 @@ class Unroller:
         self.unroll = unroll
         self.lanes = lanes
         self.meta_loss = meta_loss
-        self.shapes = [p.shape for p in problem.init_params(0)]
+        self.shapes = problem.parameter_shapes
         self.sizes = [int(np.prod(s)) for s in self.shapes]
         self.coordinates = lanes * sum(self.sizes)
         self._train = tf.function(self._train_truncation, reduce_retracing=True)
