@@ -24,6 +24,7 @@ def plot_learning_curves(result: "CompareResult", path: str | os.PathLike,
 
         matplotlib.use("Agg")  # files only; never needs a display
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
     except ImportError as err:
         raise ImportError("plotting needs matplotlib: pip install 'keras-learned-opt[plots]'") from err
 
@@ -43,6 +44,7 @@ def plot_learning_curves(result: "CompareResult", path: str | os.PathLike,
         positive = positive and bool(np.all(losses > 0))
     if positive:
         axes.set_yscale("log")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("step")
     axes.set_ylabel("training minibatch loss")
     axes.set_title(title or f"{result.problem}: mean and min-max over {len(result.seeds)} seeds")
