@@ -135,3 +135,10 @@ def test_learned_optimizer_reproduces_unroll_evaluate(random_weight_file, proble
         losses = runner.run(seed, steps)
         assert not np.allclose(losses[-1], losses[0], rtol=1e-3)  # the updates matter
         np.testing.assert_allclose(losses, expected, rtol=1e-5)
+
+
+def test_step_is_traced_once_per_optimizer():
+    runner = ProblemRunner(get_problem("quadratic"), keras.optimizers.Adam(0.1))
+    for seed, rate in [(SEEDS[0], 0.1), (SEEDS[1], 0.01), (SEEDS[0], 1.0)]:
+        runner.run(seed, 3, learning_rate=rate)
+    assert runner._step.experimental_get_tracing_count() == 1
