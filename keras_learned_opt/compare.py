@@ -241,7 +241,7 @@ def _run_from_args(args: argparse.Namespace) -> CompareResult:
     seeds = list(range(args.seed_base, args.seed_base + args.seeds))
     return compare(problem, optimizers, seeds=seeds, steps=args.steps, lr_grid=args.lr_grid,
                    learned_lr_grid=args.learned_lr_grid, data=data, batch_size=args.batch_size,
-                   verbose=0 if args.quiet else 1)
+                   name=args.model, verbose=0 if args.quiet else 1)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
