@@ -105,6 +105,7 @@ def save_weight_file(
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; weight files are meant to be shared
     try:
         with h5py.File(tmp, "w") as f:
             f.attrs["format"] = FORMAT_NAME
