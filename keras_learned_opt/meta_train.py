@@ -66,23 +66,36 @@ class MetaTrainConfig:
     validation_seeds: int = 4
     checkpoint_every: int = 10
     seed: int = 0
+    horizons: tuple[int, ...] = ()
+
 
     def __post_init__(self) -> None:
         self.problems = tuple(self.problems)
-        if self.steps % self.unroll:
-            raise ValueError(f"steps ({self.steps}) must be a multiple of unroll ({self.unroll})")
+        self.horizons = tuple(int(h) for h in self.horizons)
+        for steps in (self.steps, *self.horizons):
+            if steps % self.unroll:
+                raise ValueError(f"steps ({steps}) must be a multiple of unroll ({self.unroll})")
         if self.episodes < 1 or self.lanes < 1 or self.validation_seeds < 1:
             raise ValueError("episodes, lanes and validation_seeds must be >= 1")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["problems"] = list(self.problems)
+        d["horizons"] = list(self.horizons)
         return d
+
+    def episode_steps(self, episode: int) -> int:
+        """Optimizee steps of an episode: ``steps``, or drawn from ``horizons``."""
+        if not self.horizons:
+            return self.steps
+        return self.horizons[training_seed(self.seed, episode, -1) % len(self.horizons)]
 
     def fingerprint(self) -> str:
         """What must not change for a checkpoint to be resumed."""
         d = self.to_dict()
         d.pop("episodes")  # extending a finished run is allowed
+        if not d["horizons"]:
+            d.pop("horizons")  # runs from before horizons existed stay resumable
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -141,7 +154,8 @@ class MetaTrainer:
             name: tf.Variable(value, name=name.replace("/", "_"))
             for name, value in initial_weights(self.network_config, config.seed).items()
         }
-        meta_steps = config.episodes * (config.steps // config.unroll)
+        mean_steps = float(np.mean(config.horizons or [config.steps]))
+        meta_steps = int(config.episodes * mean_steps / config.unroll)
         learning_rate: Any = config.meta_learning_rate
         if config.meta_lr_final_fraction != 1.0:
             learning_rate = keras.optimizers.schedules.CosineDecay(
@@ -215,11 +229,12 @@ class MetaTrainer:
         index = episode % len(self.problems)
         unroller = self.train_unrollers[index]
         seeds = [training_seed(cfg.seed, episode, lane) for lane in range(cfg.lanes)]
-        params, task, batches = unroller.episodes(seeds, cfg.steps)
+        steps = cfg.episode_steps(episode)
+        params, task, batches = unroller.episodes(seeds, steps)
         state = unroller.initial_state()
         variables = [self.weights[n] for n in self._names]
         meta_losses = []
-        for start in range(0, cfg.steps, cfg.unroll):
+        for start in range(0, steps, cfg.unroll):
             chunk = [tf.constant(b[:, start : start + cfg.unroll]) for b in batches]
             meta_loss, grads, params, state, _ = unroller.train_truncation(
                 self.weights, params, state, task, chunk, start
@@ -269,6 +284,7 @@ class MetaTrainer:
             meta_train_config=self.config.to_dict(),
             problems=list(self.config.problems),
             steps=self.config.steps,
+            horizons=list(self.config.horizons),
             unroll=self.config.unroll,
             seed=self.config.seed,
             training_seeds=f"training_seed({self.config.seed}, episode, lane) < {VALIDATION_SEED_BASE}",
@@ -371,6 +387,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--episodes", type=int, default=500)
     parser.add_argument("--steps", type=int, default=100, help="optimizee steps per episode")
     parser.add_argument("--unroll", type=int, default=20, help="steps per truncation")
+    parser.add_argument("--horizons", type=int, nargs="+", default=[],
+                        help="draw each episode's length from these (default: --steps)")
     parser.add_argument("--lanes", type=int, default=1, help="episodes run side by side")
     parser.add_argument("--meta-lr", type=float, default=1e-3)
     parser.add_argument("--meta-lr-final-fraction", type=float, default=1.0,
@@ -419,7 +437,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         meta_learning_rate=args.meta_lr, meta_lr_final_fraction=args.meta_lr_final_fraction,
         meta_clipnorm=args.meta_clipnorm, meta_loss=args.meta_loss,
         validate_every=args.validate_every, validation_seeds=args.validation_seeds,
-        checkpoint_every=args.checkpoint_every, seed=args.seed,
+        checkpoint_every=args.checkpoint_every, seed=args.seed, horizons=tuple(args.horizons),
     )
     command = "python -m keras_learned_opt.meta_train " + " ".join(
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))

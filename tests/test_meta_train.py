@@ -163,3 +163,16 @@ def test_sigkill_then_same_command_resumes_and_matches_uninterrupted_run(tmp_pat
         [h["episode"] for h in a.provenance["validation_history"]]
     for name in a.arrays:
         np.testing.assert_allclose(a.arrays[name], b.arrays[name], rtol=1e-5, atol=1e-6)
+
+
+def test_horizons_draw_episode_lengths(tmp_path):
+    config = MetaTrainConfig(problems=("quadratic",), network=SMALL_NET, episodes=6,
+                             horizons=(20, 60), validate_every=6)
+    lengths = {config.episode_steps(e) for e in range(40)}
+    assert lengths == {20, 60}
+    trainer = MetaTrainer(config, tmp_path / "h.h5", verbose=0)
+    trainer.train()
+    expected = sum(config.episode_steps(e) for e in range(6)) * trainer.train_unrollers[0].coordinates
+    assert trainer.coordinate_steps == expected
+    with pytest.raises(ValueError, match="multiple of unroll"):
+        MetaTrainConfig(horizons=(30,))
