@@ -1,0 +1,156 @@
+"""Generalization suite: each bundled optimizer against tuned baselines beyond its training task.
+
+    python benchmarks/generalization.py                      # every bundled optimizer, full size
+    python benchmarks/generalization.py --weights NAME --tiny  # seconds, for CI
+
+For each learned optimizer and each case below, the ratio
+final-loss(learned) / final-loss(best tuned baseline), where the baselines
+(Adam, RMSProp, SGD, SGD+Nesterov 0.9) are tuned over the learning-rate grid
+in the same run, on the same seeds and batches (protocol of issue 3: Keras
+default initialization, batch 128, mean training loss of the last 10 steps,
+seeds never used in meta-training). A run that ends non-finite or above its
+starting loss is flagged as diverged. Writes a markdown table (to paste into
+README), a JSON with every comparison, and a bar plot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# (label, problem, steps): the trained task at 1x and 10x its horizon, then other models.
+CASES = [
+    ("fmnist_mlp, 100 steps", "fmnist_mlp", 100),
+    ("fmnist_mlp, 1000 steps", "fmnist_mlp", 1000),
+    ("ReLU MLP", "fmnist_mlp_relu", 100),
+    ("2 hidden layers", "fmnist_mlp_deep", 100),
+    ("4x wider (80 units)", "fmnist_mlp_wide", 100),
+    ("small CNN", "fmnist_cnn", 100),
+]
+TARGETS = {"fmnist_mlp, 100 steps": 0.90}  # everything else: <= 1.00
+
+
+def run_suite(weights: list[str], seeds: int, lr_grid: list[float], cases: list, out: Path,
+              verbose: int = 1) -> list[dict]:
+    from keras_learned_opt.compare import compare
+
+    rows = []
+    out.mkdir(parents=True, exist_ok=True)
+    for label, problem, steps in cases:
+        started = time.monotonic()
+        specs = [f"learned:{w}" for w in weights] + ["adam", "rmsprop", "sgd", "nag"]
+        result = compare(problem, specs, seeds=seeds, steps=steps, lr_grid=lr_grid, verbose=0)
+        slug = f"{problem}_{steps}"
+        result.to_json(out / f"{slug}.json")
+        reference = result.best_baseline()
+        for w, opt in zip(weights, result.optimizers):
+            ratio = result.ratio(opt)
+            any_diverged = bool(opt.runs and any(r.diverged.any() for r in opt.runs))
+            rows.append({
+                "weights": w, "case": label, "problem": problem, "steps": steps,
+                "learned_final_loss": None if opt.best is None else opt.best.mean,
+                "best_baseline": None if reference is None else reference.label,
+                "baseline_learning_rate": None if reference is None else reference.best.learning_rate,
+                "baseline_final_loss": None if reference is None else reference.best.mean,
+                "ratio": ratio, "diverged": opt.best is None or any_diverged,
+                "target": TARGETS.get(label, 1.0), "seconds": round(time.monotonic() - started, 1),
+            })
+            if verbose:
+                shown = "diverged" if ratio is None else f"{ratio:.3f}"
+                print(f"{w:>24} | {label:<24} | ratio {shown} | {rows[-1]['seconds']} s", flush=True)
+    return rows
+
+
+def markdown(rows: list[dict], seeds: int) -> str:
+    lines = [
+        f"Ratio = final loss of the learned optimizer / final loss of the best tuned baseline "
+        f"({seeds} unseen seeds; below 1 means the learned optimizer wins).",
+        "",
+        "| optimizer | case | learned | best tuned baseline | ratio | target | diverged |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        learned = "diverged" if r["learned_final_loss"] is None else f"{r['learned_final_loss']:.4f}"
+        baseline = (f"{r['best_baseline']} (lr {r['baseline_learning_rate']:g}) "
+                    f"{r['baseline_final_loss']:.4f}") if r["best_baseline"] else "—"
+        ratio = "—" if r["ratio"] is None else f"{r['ratio']:.3f}"
+        met = r["ratio"] is not None and r["ratio"] <= r["target"] and not r["diverged"]
+        target = f"<= {r['target']:.2f} {'met' if met else 'MISSED'}"
+        lines.append(f"| {r['weights']} | {r['case']} | {learned} | {baseline} | {ratio} | {target} "
+                     f"| {'YES' if r['diverged'] else 'no'} |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    weights = sorted({r["weights"] for r in rows})
+    cases = list(dict.fromkeys(r["case"] for r in rows))
+    figure, axes = plt.subplots(figsize=(8, 4))
+    width = 0.8 / max(len(weights), 1)
+    for i, w in enumerate(weights):
+        values = [next((r["ratio"] for r in rows if r["weights"] == w and r["case"] == c), None)
+                  for c in cases]
+        x = np.arange(len(cases)) + i * width
+        heights = [v if v is not None else 0 for v in values]
+        bars = axes.bar(x, heights, width, label=w)
+        for bar, v in zip(bars, values):
+            if v is None:
+                axes.annotate("diverged", (bar.get_x(), 0.05), rotation=90, fontsize=8)
+    axes.axhline(1.0, color="black", linewidth=1, linestyle="--")
+    axes.set_xticks(np.arange(len(cases)) + width * (len(weights) - 1) / 2)
+    axes.set_xticklabels(cases, rotation=20, ha="right", fontsize=8)
+    axes.set_ylabel("learned / best tuned baseline")
+    axes.set_title("Generalization: below the dashed line the learned optimizer wins")
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--weights", nargs="+", default=None,
+                        help="bundled names or files (default: every bundled optimizer)")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--lr-grid", type=float, nargs="+",
+                        default=[1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0])
+    parser.add_argument("--tiny", action="store_true",
+                        help="2 cases, 20 steps, 1 seed, 2 rates: a smoke test for CI")
+    parser.add_argument("--out", default="benchmarks/results/generalization")
+    args = parser.parse_args(argv)
+
+    from keras_learned_opt import list_pretrained
+
+    weights = args.weights or sorted(list_pretrained())
+    if not weights:
+        print("no bundled optimizers and no --weights given", file=sys.stderr)
+        return 2
+    cases, seeds, grid = CASES, args.seeds, args.lr_grid
+    if args.tiny:
+        cases = [("fmnist_mlp, 20 steps", "fmnist_mlp", 20), ("small CNN", "fmnist_cnn", 20)]
+        seeds, grid = 1, [0.01, 0.1]
+    out = Path(args.out)
+    started = time.monotonic()
+    rows = run_suite(weights, seeds, grid, cases, out)
+    table = markdown(rows, seeds)
+    print("\n" + table)
+    (out / "table.md").write_text(table + "\n")
+    (out / "rows.json").write_text(json.dumps(rows, indent=1))
+    plot(rows, out / "ratios.png")
+    print(f"\nwrote {out}/table.md, rows.json, ratios.png in {time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
