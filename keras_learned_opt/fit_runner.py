@@ -199,7 +199,7 @@ class FitRunner:
         self.optimizer = optimizer
         self.model: keras.Model | None = None
         self._variables: list[keras.Variable] = []
-        self._initial_optimizer_values: list[np.ndarray] = []
+        self._initial_optimizer_values: list[np.ndarray | None] = []
         self._step_seconds: list[float] = []
         self._finished = False
 
@@ -210,7 +210,12 @@ class FitRunner:
         self.model.compile(optimizer=self.optimizer, loss=self.problem.loss,
                            metrics=self.problem.metrics, jit_compile=self.problem.jit_compile)
         self.optimizer.build(self.model.trainable_variables)
-        self._initial_optimizer_values = [np.array(v.numpy()) for v in self.optimizer.variables]
+        # Slots start at zero and can be large (a LearnedOptimizer keeps 80 floats per
+        # parameter): remember zeros as None instead of copying them.
+        self._initial_optimizer_values = [
+            None if not np.any(value) else value
+            for value in (np.array(v.numpy()) for v in self.optimizer.variables)
+        ]
 
     def _reset(self, seed: int, learning_rate: float | None) -> None:
         values = self.problem.initial_values(seed)
@@ -224,7 +229,7 @@ class FitRunner:
         if len(variables) != len(self._initial_optimizer_values):
             raise RuntimeError("the optimizer created variables after build; it cannot be reused")
         for variable, value in zip(variables, self._initial_optimizer_values):
-            variable.assign(value)
+            variable.assign(keras.ops.zeros(variable.shape, variable.dtype) if value is None else value)
         if learning_rate is not None:
             self.optimizer.learning_rate = float(learning_rate)
 
