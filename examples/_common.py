@@ -62,8 +62,8 @@ def optimizer_specs(args: argparse.Namespace) -> list[OptimizerSpec]:
 
 def run_comparison(problem: Any, args: argparse.Namespace, metadata: dict[str, Any],
                    on_run_end: Callable | None = None) -> CompareResult:
-    """``compare`` with the example's optimizers, seeds, steps and grids."""
-    return compare(problem, optimizer_specs(args), seeds=args.seeds, steps=args.steps,
+    """``compare`` with the example's optimizers (``args.specs``), seeds, steps and grids."""
+    return compare(problem, args.specs, seeds=args.seeds, steps=args.steps,
                    lr_grid=args.lr_grid, learned_lr_grid=args.learned_lr_grid,
                    verbose=0 if args.quiet else 1, on_run_end=on_run_end,
                    metadata={"command": args.command, "weights": args.weights or "bundled default",
@@ -91,10 +91,15 @@ def subset(x: np.ndarray, y: np.ndarray, size: int | None, seed: int = 0) -> tup
     return x[rows], y[rows]
 
 
-def run_main(body: Callable[[], None]) -> int:
-    """Run an example; expected failures (missing weights or data) print one line and return 2."""
+def run_main(body: Callable[[], None], args: argparse.Namespace) -> int:
+    """Run an example; expected failures (missing weights or data) print one line and return 2.
+
+    The optimizer specs are made first (into ``args.specs``), so a bad
+    ``--weights`` fails before any data is loaded.
+    """
     started = time.monotonic()
     try:
+        args.specs = optimizer_specs(args)
         body()
     except (NoPretrainedWeightsError, UnknownPretrainedError, FileNotFoundError,
             DatasetUnavailableError, ValueError) as err:

@@ -81,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _common.record_wall_time(result, started)
             _common.save_result(result, args.out, problem.name, legend_metric="test_accuracy")
 
-    return _common.run_main(body)
+    return _common.run_main(body, args)
 
 
 if __name__ == "__main__":

@@ -123,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print()
         print(costs)
 
-    return _common.run_main(body)
+    return _common.run_main(body, args)
 
 
 if __name__ == "__main__":

@@ -138,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("references (pixel MSE): " + ", ".join(f"{k} {v:.4g}" for k, v in references.items()))
         save_grid(result, weights, sets, f"{args.out}/stn_alignment_grid.png")
 
-    return _common.run_main(body)
+    return _common.run_main(body, args)
 
 
 if __name__ == "__main__":

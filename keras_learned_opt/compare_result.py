@@ -49,8 +49,9 @@ class LrRuns:
         losses: ``[seeds, steps]`` losses before each update (nan after a
             non-finite loss, see ``runner.ProblemRunner.run``).
         final_window: steps averaged into the final loss.
-        metrics: ``{name: [seeds]}`` measurements after each run (nan where a
-            run was not measured, e.g. because its loss became non-finite).
+        metrics: ``{name: [seeds]}`` measurements after each run: nan where a
+            run was not measured because its loss became non-finite, no entry
+            at all when no seed was measured.
     """
 
     learning_rate: float
