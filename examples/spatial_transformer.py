@@ -71,8 +71,8 @@ def alignment_sets(train_pairs: int, eval_pairs: int, heldout_classes: Sequence[
     return sets
 
 
-def save_grid(result: CompareResult, weights: dict[str, list[np.ndarray]],
-              sets: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], path) -> None:
+def save_grid(result: CompareResult, weights: dict[tuple[str, float], list[np.ndarray]],
+              sets: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], path: str) -> None:
     """Distorted input / warped by the learned optimizer / by the best baseline / target."""
     model = build_alignment_stn(sets["train"][1].shape[1:])
     inputs = np.concatenate([sets[name][0][:GRID_ROWS_PER_SET] for name in ("heldout_images", "heldout_classes")])

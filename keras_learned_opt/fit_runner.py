@@ -112,11 +112,6 @@ class FitProblem:
         """``[steps, batch_size]`` row indices of each step's minibatch."""
         return sample_batch_indices(len(self.x), self.batch_size, int(seed), int(steps))
 
-    @property
-    def parameter_count(self) -> int:
-        model = self.build_model()
-        return int(sum(np.prod(v.shape) for v in model.trainable_variables))
-
 
 def model_variables(model: keras.Model) -> list[keras.Variable]:
     """Trainable then non-trainable variables (incl. random-generator state), not metrics."""

@@ -108,3 +108,17 @@ def test_a_missing_weight_file_fails_before_any_work(load_example, tmp_path, cap
     assert example.main(["--weights", str(tmp_path / "nope.h5"), "--out", str(tmp_path)]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_an_unavailable_dataset_fails_with_advice(load_example, tmp_path, sign_descent_file, monkeypatch,
+                                                  capsys):
+    import keras
+
+    def offline():
+        raise OSError("no route to host")
+
+    monkeypatch.setattr(keras.datasets.mnist, "load_data", offline)
+    example = load_example("fashion_mnist_classifiers")
+    code = example.main(["--dataset", "mnist", "--weights", str(sign_descent_file), "--out", str(tmp_path)])
+    assert code == 2
+    assert "internet" in capsys.readouterr().err
