@@ -17,19 +17,23 @@ Python::
 
     # your own model and data:
     result = compare(build_model, data=(x, y), batch_size=64, optimizers=["adam", "nag"])
+    # a model with BatchNorm/Dropout, trained with model.fit (see fit_runner.FitProblem
+    # for held-out metrics such as test accuracy):
+    result = compare(build_model, data=(x, y), fit=True, optimizers=["adam"])
 
 Command line::
 
     python -m keras_learned_opt.compare --problem fmnist_mlp \\
         --optimizer learned:my.h5 --optimizer adam,rmsprop,sgd,nag \\
         --out results.json --plot curves.png
-    python -m keras_learned_opt.compare --model mypackage.models:build --data xy.npz ...
+    python -m keras_learned_opt.compare --model mypackage.models:build --data xy.npz [--fit] ...
     python -m keras_learned_opt.compare --replot results.json --plot curves.png
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import math
 import sys
@@ -73,11 +77,12 @@ def _check_grid(grid: Sequence[float], what: str) -> list[float]:
 
 
 def _resolve_problem(problem: Any, data: tuple[np.ndarray, np.ndarray] | None, batch_size: int,
-                     loss_fn: Callable | None, name: str | None):
-    """A registry name, a Problem, or a model-building function (with ``data``) -> Problem."""
+                     loss_fn: Callable | None, name: str | None, fit: bool = False):
+    """A registry name, a Problem, a FitProblem, or a model-building function (with ``data``)."""
+    from keras_learned_opt.fit_runner import FitProblem
     from keras_learned_opt.problems import KerasProblem, Problem, get_problem
 
-    if isinstance(problem, Problem):
+    if isinstance(problem, (Problem, FitProblem)):
         return problem
     if isinstance(problem, str):
         if data is not None:
@@ -87,12 +92,34 @@ def _resolve_problem(problem: Any, data: tuple[np.ndarray, np.ndarray] | None, b
         if data is None:
             raise ValueError("a model-building function needs data=(x, y)")
         x, y = data
+        label = name or getattr(problem, "__name__", "custom_model")
+        if fit:
+            return FitProblem(label, problem, (np.asarray(x), np.asarray(y)), batch_size=batch_size,
+                              loss=loss_fn)
         options = {} if loss_fn is None else {"loss_fn": loss_fn}
-        return KerasProblem(name or getattr(problem, "__name__", "custom_model"), problem,
-                            (np.asarray(x), np.asarray(y)), batch_size=batch_size, **options)
+        return KerasProblem(label, problem, (np.asarray(x), np.asarray(y)), batch_size=batch_size,
+                            **options)
     raise TypeError(
-        f"problem must be a registered name, a Problem or a model-building function, got {type(problem).__name__}"
+        "problem must be a registered name, a Problem, a FitProblem or a model-building function, "
+        f"got {type(problem).__name__}"
     )
+
+
+def make_runner(problem: Any, optimizer: Any):
+    """The runner for a problem: ``FitRunner`` (model.fit) for a FitProblem, else ``ProblemRunner``."""
+    from keras_learned_opt.fit_runner import FitProblem, FitRunner
+    from keras_learned_opt.runner import ProblemRunner
+
+    if isinstance(problem, FitProblem):
+        return FitRunner(problem, optimizer)
+    return ProblemRunner(problem, optimizer)
+
+
+def _stack_metrics(measured: list[dict[str, float]]) -> dict[str, np.ndarray]:
+    """Per-seed metric dicts -> ``{name: [seeds]}``, nan where a seed was not measured."""
+    names = list(dict.fromkeys(name for values in measured for name in values))
+    return {name: np.array([values.get(name, math.nan) for values in measured], np.float64)
+            for name in names}
 
 
 def compare(
@@ -107,16 +134,21 @@ def compare(
     batch_size: int = 128,
     loss_fn: Callable | None = None,
     name: str | None = None,
+    fit: bool = False,
     final_window: int = 10,
     verbose: int = 1,
+    on_run_end: Callable[[str, float, int, Any], None] | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> CompareResult:
     """Run every optimizer at every rate of its grid on the same seeds.
 
     Args:
         problem: a registered problem name (``problems.list_problems()``), a
-            ``Problem``, or a function returning a fresh Keras model (then
+            ``Problem``, a ``fit_runner.FitProblem`` (trained with
+            ``model.fit``), or a function returning a fresh Keras model (then
             ``data=(x, y)`` is required and ``batch_size``/``loss_fn``/``name``
-            configure the ``KerasProblem``).
+            configure a ``KerasProblem``, or a ``FitProblem`` with ``fit=True``,
+            which models with BatchNormalization need).
         optimizers: specs (``"adam"``, ``"rmsprop"``, ``"sgd"``, ``"nag"``,
             ``"learned:<name or path>"``) or ``OptimizerSpec`` objects; default
             ``default_optimizers()``.
@@ -127,12 +159,16 @@ def compare(
         learned_lr_grid: learning rates tried for learned optimizers.
         final_window: steps averaged into the final loss (protocol: 10).
         verbose: 1 shows a progress bar, 0 is silent.
+        on_run_end: called as ``on_run_end(label, learning_rate, seed, runner)``
+            after every run, e.g. to keep trained weights
+            (``runner.model.get_weights()`` for a FitProblem).
+        metadata: JSON-serialisable facts stored with the result.
 
     Returns:
-        A ``CompareResult`` holding every run's loss curve ``[seeds, steps]``.
+        A ``CompareResult`` holding every run's loss curve ``[seeds, steps]``
+        and the runner's metrics after each run (``Problem.evaluate``, or
+        ``FitRunner.metrics``: held-out loss/accuracy, step time, optimizer memory).
     """
-    from keras_learned_opt.runner import ProblemRunner
-
     specs = [parse_optimizer_spec(s) for s in (default_optimizers() if optimizers is None else optimizers)]
     if not specs:
         raise ValueError("no optimizers to compare")
@@ -147,7 +183,7 @@ def compare(
         raise ValueError("need at least one seed")
     if steps < 1 or final_window < 1:
         raise ValueError(f"steps and final_window must be >= 1, got {steps} and {final_window}")
-    problem = _resolve_problem(problem, data, batch_size, loss_fn, name)
+    problem = _resolve_problem(problem, data, batch_size, loss_fn, name, fit)
 
     import keras
 
@@ -158,18 +194,25 @@ def compare(
     for spec in specs:
         grid = learned_lr_grid if spec.learned else lr_grid
         # One optimizer instance and one traced step for the whole sweep (see ProblemRunner).
-        runner = ProblemRunner(problem, spec.make(grid[0]))
+        runner = make_runner(problem, spec.make(grid[0]))
         runs = []
         started = time.monotonic()
         for rate in grid:
-            curves = []
+            curves, measured = [], []
             for seed in seed_list:
-                curves.append(runner.run(seed, steps, learning_rate=rate))
+                losses = runner.run(seed, steps, learning_rate=rate)
+                curves.append(losses)
+                # A run whose loss went non-finite left nothing meaningful to measure.
+                measured.append(runner.metrics() if np.all(np.isfinite(losses)) else {})
+                if on_run_end is not None:
+                    on_run_end(spec.label, rate, seed, runner)
                 done += 1
                 progbar.update(done)
-            runs.append(LrRuns(rate, np.stack(curves), final_window))
+            runs.append(LrRuns(rate, np.stack(curves), final_window, _stack_metrics(measured)))
         results.append(OptimizerResult(spec.label, spec.baseline, runs, time.monotonic() - started))
-    return CompareResult(problem.name, steps, seed_list, results, final_window)
+        del runner
+        gc.collect()  # free this optimizer's model and slots before the next one builds its own
+    return CompareResult(problem.name, steps, seed_list, results, final_window, dict(metadata or {}))
 
 
 # ----- command line ----------------------------------------------------------------
@@ -201,6 +244,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     source.add_argument("--model", help="'module:function' returning a fresh Keras model (with --data)")
     source.add_argument("--data", help=".npz file with arrays x and y (integer labels) for --model")
     source.add_argument("--batch-size", type=int, default=128, help="minibatch size for --model")
+    source.add_argument("--fit", action="store_true",
+                        help="train --model with model.fit (needed for BatchNormalization)")
     parser.add_argument("--optimizer", action="append", dest="optimizers", metavar="SPEC",
                         help="adam, rmsprop, sgd, nag or learned:<name or file>; repeat or comma-separate "
                              "(default: the hand-made four, plus 'learned' when a default is bundled)")
@@ -231,6 +276,8 @@ def _run_from_args(args: argparse.Namespace) -> CompareResult:
         raise ValueError("give exactly one of --problem NAME or --model module:function (with --data)")
     if args.model and not args.data:
         raise ValueError("--model needs --data file.npz")
+    if args.fit and not args.model:
+        raise ValueError("--fit applies to --model only")
     optimizers = None
     if args.optimizers:
         optimizers = [part for text in args.optimizers for part in text.split(",") if part.strip()]
@@ -241,7 +288,7 @@ def _run_from_args(args: argparse.Namespace) -> CompareResult:
     seeds = list(range(args.seed_base, args.seed_base + args.seeds))
     return compare(problem, optimizers, seeds=seeds, steps=args.steps, lr_grid=args.lr_grid,
                    learned_lr_grid=args.learned_lr_grid, data=data, batch_size=args.batch_size,
-                   name=args.model, verbose=0 if args.quiet else 1)
+                   name=args.model, fit=args.fit, verbose=0 if args.quiet else 1)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,11 +13,13 @@ if TYPE_CHECKING:
 
 
 def plot_learning_curves(result: "CompareResult", path: str | os.PathLike,
-                         title: str | None = None) -> Path:
+                         title: str | None = None, legend_metric: str | None = None) -> Path:
     """Draw mean loss over seeds per step, shaded between the min and max seed.
 
     The loss axis is logarithmic when every plotted loss is positive. Optimizers
-    that diverged at every learning rate appear in the legend only.
+    that diverged at every learning rate appear in the legend only. With
+    ``legend_metric``, each legend entry also shows that metric's mean over the
+    seeds at the selected learning rate.
     """
     try:
         import matplotlib
@@ -38,7 +40,10 @@ def plot_learning_curves(result: "CompareResult", path: str | os.PathLike,
             continue
         losses = best.losses  # [seeds, steps], all finite: a selectable rate never diverged
         mean = losses.mean(axis=0)
-        (line,) = axes.plot(steps, mean, label=f"{opt.label} (lr {best.learning_rate:g})")
+        label = f"{opt.label} (lr {best.learning_rate:g})"
+        if legend_metric is not None and legend_metric in best.metrics:
+            label += f", {legend_metric} {np.mean(best.metrics[legend_metric]):.4g}"
+        (line,) = axes.plot(steps, mean, label=label)
         axes.fill_between(steps, losses.min(axis=0), losses.max(axis=0),
                           color=line.get_color(), alpha=0.2, linewidth=0)
         positive = positive and bool(np.all(losses > 0))

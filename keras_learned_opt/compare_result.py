@@ -11,6 +11,11 @@ loss became non-finite or its final loss is above its starting loss. A
 learning rate is selectable only if none of its seeds diverged; the best one
 has the lowest mean final loss over the seeds. An optimizer with no
 selectable learning rate is reported as "diverged", never with a number.
+
+A run may also carry *metrics*: measurements taken after training (held-out
+loss or accuracy, step time, optimizer memory; see ``Problem.evaluate`` and
+``fit_runner.FitRunner.metrics``). They never influence the selection; the
+table reports them at the learning rate selected by the training loss.
 """
 
 from __future__ import annotations
@@ -44,11 +49,15 @@ class LrRuns:
         losses: ``[seeds, steps]`` losses before each update (nan after a
             non-finite loss, see ``runner.ProblemRunner.run``).
         final_window: steps averaged into the final loss.
+        metrics: ``{name: [seeds]}`` measurements after each run: nan where a
+            run was not measured because its loss became non-finite, no entry
+            at all when no seed was measured.
     """
 
     learning_rate: float
     losses: np.ndarray
     final_window: int = 10
+    metrics: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     @property
     def final(self) -> np.ndarray:
@@ -72,13 +81,21 @@ class LrRuns:
 
     def spread(self) -> dict[str, float]:
         """Mean, std (ddof 1 when there are several seeds), min and max of the final losses."""
-        final = self.final
-        return {
-            "mean": float(np.mean(final)),
-            "std": float(np.std(final, ddof=1 if len(final) > 1 else 0)),
-            "min": float(np.min(final)),
-            "max": float(np.max(final)),
-        }
+        return _spread(self.final)
+
+    def metric_spread(self) -> dict[str, dict[str, float]]:
+        """``{metric: spread}`` over the seeds, as ``spread`` for the final loss."""
+        return {name: _spread(values) for name, values in self.metrics.items()}
+
+
+def _spread(values: np.ndarray) -> dict[str, float]:
+    values = np.asarray(values, dtype=np.float64)
+    return {
+        "mean": float(np.mean(values)),
+        "std": float(np.std(values, ddof=1 if len(values) > 1 else 0)),
+        "min": float(np.min(values)),
+        "max": float(np.max(values)),
+    }
 
 
 @dataclasses.dataclass
@@ -128,6 +145,8 @@ class CompareResult:
         seeds: the episode seeds, the same for every optimizer and rate.
         optimizers: one entry per optimizer spec, in the order given.
         final_window: steps averaged into a run's final loss.
+        metadata: free-form JSON-serialisable facts about the experiment
+            (command, dataset sizes, weight file...), kept in the JSON file.
     """
 
     problem: str
@@ -135,6 +154,7 @@ class CompareResult:
     seeds: list[int]
     optimizers: list[OptimizerResult]
     final_window: int = 10
+    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     # ----- selection --------------------------------------------------------------
     def best_baseline(self) -> OptimizerResult | None:
@@ -149,8 +169,20 @@ class CompareResult:
             return None
         return optimizer.best.mean / reference.best.mean
 
+    def metric_names(self) -> list[str]:
+        """Names of the per-run metrics, in the order they were first recorded."""
+        names: dict[str, None] = {}
+        for opt in self.optimizers:
+            for run in opt.runs:
+                names.update(dict.fromkeys(run.metrics))
+        return list(names)
+
     def rows(self) -> list[dict[str, Any]]:
-        """The summary table as dicts; a diverged optimizer has ``"diverged": True`` and no numbers."""
+        """The summary table as dicts; a diverged optimizer has ``"diverged": True`` and no numbers.
+
+        ``"metrics"`` maps each metric name to its spread over the seeds at the
+        selected learning rate (empty for a diverged optimizer).
+        """
         rows = []
         for opt in self.optimizers:
             best = opt.best
@@ -164,6 +196,7 @@ class CompareResult:
                 "diverged_learning_rates": opt.diverged_rates,
                 "best_at_grid_edge": opt.best_at_grid_edge,
                 "seconds": opt.seconds,
+                "metrics": {} if best is None else best.metric_spread(),
             }
             if best is not None:
                 row.update(best.spread())
@@ -175,23 +208,31 @@ class CompareResult:
         """Markdown summary: one row per optimizer at its best learning rate."""
         reference = self.best_baseline()
         ratio_title = f"vs best baseline ({reference.label})" if reference else "vs best baseline"
+        metrics = self.metric_names()
+        several = len(self.seeds) > 1
+        metric_titles = "".join(f" {name} ({'mean ± std' if several else 'value'}) |" for name in metrics)
         lines = [
             f"Problem `{self.problem}`: {len(self.seeds)} seeds, {self.steps} steps; final loss = "
             f"mean training minibatch loss of the last {min(self.final_window, self.steps)} steps.",
             "",
             f"| optimizer | learning rate | final loss (mean) | std | min | max | {ratio_title} "
-            "| diverged at lr |",
-            "|---|---|---|---|---|---|---|---|",
+            f"|{metric_titles} diverged at lr |",
+            "|---|---|---|---|---|---|---|" + "---|" * len(metrics) + "---|",
         ]
         for row in self.rows():
             rates = ", ".join(_fmt(r, "g") for r in row["diverged_learning_rates"]) or "—"
             if row["diverged"]:
-                cells = [row["optimizer"], "—", DIVERGED, "—", "—", "—", DIVERGED, rates]
+                cells = [row["optimizer"], "—", DIVERGED, "—", "—", "—", DIVERGED]
             else:
                 ratio = row["ratio_to_best_baseline"]
                 cells = [row["optimizer"], _fmt(row["learning_rate"], "g"), _fmt(row["mean"]),
                          _fmt(row["std"]), _fmt(row["min"]), _fmt(row["max"]),
-                         "—" if ratio is None else f"{ratio:.3f}", rates]
+                         "—" if ratio is None else f"{ratio:.3f}"]
+            for name in metrics:
+                spread = row["metrics"].get(name)
+                cells.append("—" if spread is None else _fmt(spread["mean"]) + (
+                    f" ± {_fmt(spread['std'], '.2g')}" if several else ""))
+            cells.append(rates)
             lines.append("| " + " | ".join(cells) + " |")
         edges = [r["optimizer"] for r in self.rows() if r["best_at_grid_edge"]]
         if edges:
@@ -232,6 +273,8 @@ class CompareResult:
                             "final": [v[0] for v in _json_floats(r.final[:, None])],
                             "diverged": [bool(d) for d in r.diverged],
                             "losses": _json_floats(r.losses),
+                            "metrics": {name: _json_floats(np.asarray(values)[None, :])[0]
+                                        for name, values in r.metrics.items()},
                         }
                         for r in o.runs
                     ],
@@ -240,6 +283,7 @@ class CompareResult:
             ],
             "table": self.rows(),
             "markdown": self.table(),
+            "metadata": self.metadata,
         }
 
     @classmethod
@@ -253,13 +297,15 @@ class CompareResult:
                 runs=[LrRuns(float(r["learning_rate"]),
                              np.array([[math.nan if v is None else v for v in row] for row in r["losses"]],
                                       dtype=np.float64),
-                             window)
+                             window,
+                             {name: np.array([math.nan if v is None else v for v in values], np.float64)
+                              for name, values in r.get("metrics", {}).items()})
                       for r in o["runs"]],
             )
             for o in data["optimizers"]
         ]
         return cls(data["problem"], int(data["steps"]), [int(s) for s in data["seeds"]],
-                   optimizers, window)
+                   optimizers, window, dict(data.get("metadata", {})))
 
     def to_json(self, path: str | os.PathLike) -> Path:
         """Write curves, per-run final losses and the table as JSON; returns the path."""
@@ -283,9 +329,10 @@ class CompareResult:
         table_path.parent.mkdir(parents=True, exist_ok=True)
         columns = ["optimizer", "learning_rate", "mean", "std", "min", "max",
                    "ratio_to_best_baseline", "diverged_learning_rates", "seconds"]
+        metrics = self.metric_names()
         with open(table_path, "w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(columns)
+            writer.writerow(columns + [f"{name}_{part}" for name in metrics for part in ("mean", "std")])
             for row in self.rows():
                 values = []
                 for column in columns:
@@ -296,6 +343,9 @@ class CompareResult:
                                                         "ratio_to_best_baseline"):
                         value = DIVERGED
                     values.append("" if value is None else value)
+                for name in metrics:
+                    spread = row["metrics"].get(name)
+                    values += ["", ""] if spread is None else [spread["mean"], spread["std"]]
                 writer.writerow(values)
         written = [table_path]
         if curves_path is not None:
@@ -311,8 +361,13 @@ class CompareResult:
             written.append(curves_path)
         return written
 
-    def plot(self, path: str | os.PathLike, title: str | None = None) -> Path:
-        """Learning curves at each optimizer's best learning rate (see ``compare_plot``)."""
+    def plot(self, path: str | os.PathLike, title: str | None = None,
+             legend_metric: str | None = None) -> Path:
+        """Learning curves at each optimizer's best learning rate (see ``compare_plot``).
+
+        ``legend_metric`` names a metric (e.g. ``"test_accuracy"``) whose mean
+        at the selected rate is added to each legend entry.
+        """
         from keras_learned_opt.compare_plot import plot_learning_curves
 
-        return plot_learning_curves(self, path, title)
+        return plot_learning_curves(self, path, title, legend_metric)

@@ -70,6 +70,14 @@ class Problem:
     def episode(self, seed: int, steps: int) -> Episode:
         return Episode(self.init_params(seed), self.make_task(seed), self.make_batches(seed, steps))
 
+    def evaluate(self, params: Sequence[np.ndarray], seed: int) -> dict[str, float]:
+        """Measurements of trained ``params`` beyond the training loss (e.g. held-out loss).
+
+        ``compare`` records them for every run next to its loss curve. The
+        default measures nothing; override to report, say, a test-set loss.
+        """
+        return {}
+
     @property
     def parameter_shapes(self) -> list[tuple[int, ...]]:
         if getattr(self, "_parameter_shapes", None) is None:
@@ -109,6 +117,20 @@ class QuadraticProblem(Problem):
         w, y = task
         residual = ops.matmul(w, params[0]) - y
         return ops.sum(ops.square(residual))
+
+
+def sample_batch_indices(rows: int, batch_size: int, seed: int, steps: int) -> np.ndarray:
+    """``[steps, batch_size]`` int32 row indices of each step's minibatch, a function of the seed.
+
+    Each minibatch is drawn without replacement, independently per step. Shared
+    by ``KerasProblem`` and ``fit_runner.FitProblem`` so that both see the same
+    batches for the same seed.
+    """
+    if batch_size > rows:
+        raise ValueError(f"batch size {batch_size} is larger than the dataset ({rows} rows)")
+    rng = np.random.default_rng([seed, 2])
+    indices = np.stack([rng.choice(rows, batch_size, replace=False) for _ in range(steps)])
+    return indices.astype(np.int32)
 
 
 def softmax_cross_entropy(labels, logits):
@@ -155,7 +177,8 @@ class KerasProblem(Problem):
             if self._model.non_trainable_variables:
                 raise ValueError(
                     f"{self.name}: models with non-trainable state (e.g. BatchNormalization) are "
-                    "not supported by functional problems; use model.fit for them"
+                    "not supported by functional problems; train them with model.fit "
+                    "(keras_learned_opt.fit_runner.FitProblem, or compare(..., fit=True))"
                 )
         return self._model
 
@@ -168,11 +191,7 @@ class KerasProblem(Problem):
         return params
 
     def make_batches(self, seed: int, steps: int) -> tuple[np.ndarray, ...]:
-        rng = np.random.default_rng([seed, 2])
-        indices = np.stack(
-            [rng.choice(len(self.x), self.batch_size, replace=False) for _ in range(steps)]
-        )
-        return (indices.astype(np.int32),)
+        return (sample_batch_indices(len(self.x), self.batch_size, seed, steps),)
 
     def _data_tensors(self):
         if self._x_tensor is None:
@@ -297,16 +316,16 @@ def mlp_builder(hidden: Sequence[int] = (20,), activation: str = "sigmoid",
     return build
 
 
-def small_cnn() -> keras.Model:
-    """conv(8)-pool-conv(16)-pool-dense(10), ReLU, for 28x28x1 images."""
+def small_cnn(input_shape: Sequence[int] = (28, 28, 1), classes: int = 10) -> keras.Model:
+    """conv(8)-pool-conv(16)-pool-dense(classes), ReLU; images ``[batch, *input_shape]`` -> logits."""
     return keras.Sequential([
-        keras.Input((28, 28, 1)),
+        keras.Input(tuple(input_shape)),
         keras.layers.Conv2D(8, 3, activation="relu"),
         keras.layers.MaxPooling2D(),
         keras.layers.Conv2D(16, 3, activation="relu"),
         keras.layers.MaxPooling2D(),
         keras.layers.Flatten(),
-        keras.layers.Dense(10),
+        keras.layers.Dense(classes),
     ])
 
 

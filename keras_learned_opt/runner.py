@@ -57,6 +57,7 @@ class ProblemRunner:
         self.variables: list[keras.Variable] | None = None
         self._initial_optimizer_values: list[np.ndarray] = []
         self._step = None
+        self._last_seed: int | None = None
 
     def _setup(self, params: list[np.ndarray]) -> None:
         self.variables = [
@@ -120,6 +121,7 @@ class ProblemRunner:
         if self.variables is None:
             self._setup(episode.params)
         self._reset(episode.params, learning_rate)
+        self._last_seed = int(seed)
         task = [tf.constant(a) for a in episode.task]
         losses = np.full(steps, math.nan)
         for t in range(steps):
@@ -129,6 +131,14 @@ class ProblemRunner:
             if not math.isfinite(loss):
                 break  # diverged: the parameters are no longer meaningful
         return losses
+
+    def metrics(self) -> dict[str, float]:
+        """``problem.evaluate`` of the parameters the last ``run`` left (empty before any run)."""
+        if self._last_seed is None:
+            return {}
+        params = [np.asarray(v.numpy()) for v in self.variables]
+        measured = self.problem.evaluate(params, self._last_seed)
+        return {name: float(value) for name, value in measured.items()}
 
 
 def train_problem(problem: Problem, optimizer: keras.optimizers.Optimizer, seed: int,
