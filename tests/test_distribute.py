@@ -102,3 +102,23 @@ def test_multi_worker_mirrored_two_local_workers_agree(random_weight_file, tmp_p
             np.testing.assert_array_equal(first[key], second[key], err_msg=f"{run}: {key}")
         assert np.abs(first["s0"]).sum() > 0 and all(np.isfinite(v).all() for v in first.values())
     assert int(_load(tmp_path / "worker_0.npz")["replicas"]) == 2
+
+
+@pytest.mark.slow
+def test_meta_trainer_spreads_lanes_over_replicas(tmp_path):
+    """MetaTrainer(strategy=MirroredStrategy over two logical CPUs), 2 lanes: each
+    replica runs one lane, the meta-gradients are all-reduced, and the network
+    and Adam state end as on one device running both lanes."""
+    stdout = _run("meta", "-", tmp_path)
+    devices = json.loads(stdout.split("replica state devices")[1].splitlines()[0])
+    assert [d[-5:] for d in devices] == ["CPU:0", "CPU:1"], devices
+    single, mirrored = _load(tmp_path / "meta_single.npz"), _load(tmp_path / "meta_mirrored.npz")
+    rows = mirrored.pop("state_rows")
+    assert list(rows) == [10, 10]  # one lane of the 10-parameter quadratic on each replica
+    assert sorted(single) == sorted(mirrored)
+    for key in single:
+        np.testing.assert_allclose(single[key], mirrored[key], atol=1e-6, rtol=1e-5, err_msg=key)
+    from keras_learned_opt.network import NetworkConfig, initial_weights
+
+    start = initial_weights(NetworkConfig(hidden_sizes=(8, 8)), seed=5)
+    assert not np.allclose(single["weights/output/kernel"], start["output/kernel"])  # it trained
