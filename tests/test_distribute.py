@@ -44,12 +44,13 @@ def _assert_close(a, b, label):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["fit", "loop"])
+@pytest.mark.parametrize("mode", ["fit", "loop", "sparse"])
 def test_mirrored_matches_one_device(mode, random_weight_file, tmp_path):
-    """model.fit (``fit``) and a custom loop that builds the optimizer inside
-    strategy.run in a tf.function (``loop``, keras-team/keras#23085) give, under
-    MirroredStrategy on two logical CPUs, what one device gives on the same
-    global batches; the hidden state is mirrored on both devices."""
+    """model.fit (``fit``), a custom loop that builds the optimizer inside
+    strategy.run in a tf.function (``loop``, keras-team/keras#23085) and model.fit
+    of an Embedding model (``sparse``: all-reduced IndexedSlices, rows-only path)
+    give, under MirroredStrategy on two logical CPUs, what one device gives on
+    the same global batches; the hidden state is mirrored on both devices."""
     stdout = _run(mode, random_weight_file, tmp_path)
     devices = json.loads(stdout.split("mirrored slot devices")[1].splitlines()[0])
     assert [d[-5:] for d in devices] == ["CPU:0", "CPU:1"], devices
@@ -57,6 +58,9 @@ def test_mirrored_matches_one_device(mode, random_weight_file, tmp_path):
     _assert_close(single, mirrored, mode)
     initial = np.random.default_rng(1).normal(0, 0.5, single["w0"].shape)
     assert not np.allclose(single["w0"], initial, atol=1e-5)  # it did train
+    if mode == "sparse":  # embedding rows 25.. are never looked up: untouched, state zero
+        np.testing.assert_array_equal(mirrored["w0"][25:], initial[25:].astype("float32"))
+        assert not mirrored["s0"][25:].any() and mirrored["s0"][:25].any()
 
 
 def _free_ports(n):

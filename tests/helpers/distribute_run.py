@@ -7,7 +7,7 @@ scenario runs in a fresh interpreter::
     python tests/helpers/distribute_run.py MODE WEIGHT_FILE OUT_DIR
 
 MODE is ``fit`` (model.fit on one device and under MirroredStrategy over two
-logical CPUs), ``loop`` (a custom training loop, optimizer built inside
+logical CPUs), ``sparse`` (the same for an Embedding model), ``loop`` (a custom training loop, optimizer built inside
 ``strategy.run`` in a tf.function, on one device and mirrored), ``worker``
 (model.fit, then the custom loop, under MultiWorkerMirroredStrategy; TF_CONFIG
 names the worker) or
@@ -83,6 +83,32 @@ def run_fit(weight_file: str, strategy) -> tuple[dict, list[str]]:
     # MultiWorkerMirroredStrategy (its symbolic build reduces a PerReplica of numpy
     # arrays), and for the other strategies it is the same data.
     dataset = tf.data.Dataset.from_tensor_slices(data()).batch(GLOBAL_BATCH)
+    model.fit(dataset, epochs=2, shuffle=False, verbose=0)
+    return result(model, optimizer), component_devices(optimizer._state_slots[0][0])
+
+
+def run_sparse(weight_file: str, strategy) -> tuple[dict, list[str]]:
+    """model.fit of an Embedding model: IndexedSlices gradients take the rows-only path."""
+    import keras
+
+    import keras_learned_opt as klo
+
+    with strategy.scope():
+        model = keras.Sequential([
+            keras.Input((6,), dtype="int32"),
+            keras.layers.Embedding(50, 4, name="embed"),
+            keras.layers.GlobalAveragePooling1D(),
+            keras.layers.Dense(1, name="head"),
+        ])
+        rng = np.random.default_rng(1)
+        model.set_weights([rng.normal(0, 0.5, tuple(w.shape)).astype("float32")
+                           for w in model.weights])
+        optimizer = klo.LearnedOptimizer(weight_file, learning_rate=0.01)
+        model.compile(optimizer=optimizer, loss="mse")
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 25, size=(GLOBAL_BATCH * STEPS, 6)).astype("int32")  # rows 25.. unused
+    y = rng.normal(size=(GLOBAL_BATCH * STEPS, 1)).astype("float32")
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(GLOBAL_BATCH)
     model.fit(dataset, epochs=2, shuffle=False, verbose=0)
     return result(model, optimizer), component_devices(optimizer._state_slots[0][0])
 
@@ -198,7 +224,7 @@ def main() -> None:
             np.savez(os.path.join(out_dir, f"meta_{name}.npz"), **arrays)
         print("meta done")
         return
-    run = {"fit": run_fit, "loop": run_loop}[mode]
+    run = {"fit": run_fit, "loop": run_loop, "sparse": run_sparse}[mode]
     for name, strategy in (("single", tf.distribute.get_strategy()), ("mirrored", mirrored)):
         arrays, slot_devices = run(weight_file, strategy)
         np.savez(os.path.join(out_dir, f"{mode}_{name}.npz"), **arrays)
