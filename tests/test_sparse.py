@@ -35,6 +35,20 @@ def test_embedding_model_trains(sign_descent_file):
     assert losses[-1] < 0.75 * losses[0], losses
 
 
+def test_rows_never_looked_up_per_backend(random_weight_file):
+    """TensorFlow's IndexedSlices take the rows-only path: rows never looked up stay as
+    they were. JAX and PyTorch hand over dense gradients, so every row gets the update
+    the LSTM makes for a zero gradient (non-zero for these weights)."""
+    x, y = _token_data()
+    model = _embedding_model()
+    unused_before = keras.ops.convert_to_numpy(model.weights[0])[25:].copy()
+    model.compile(optimizer=klo.LearnedOptimizer(random_weight_file, learning_rate=0.01), loss="mse")
+    model.train_on_batch(x[:16], y[:16])
+    unused_after = keras.ops.convert_to_numpy(model.weights[0])[25:]
+    rows_only = keras.backend.backend() == "tensorflow"
+    assert np.array_equal(unused_after, unused_before) == rows_only
+
+
 def _slices(indices, values):
     import tensorflow as tf
 
