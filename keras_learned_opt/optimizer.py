@@ -68,8 +68,8 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
         learning_rate: Any = 1.0,
         state_dtype: str = "float32",
         network_config: dict | None = None,
-        sparse_updates: str = "rows",
         name: str | None = None,
+        sparse_updates: str = "rows",
         **kwargs: Any,
     ) -> None:
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)

@@ -125,11 +125,11 @@ def test_saved_model_resumes_on_tensorflow(backend, tensorflow_reference, tmp_pa
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", [_backend_param(b) for b in OTHER_BACKENDS])
-def test_backend_agnostic_suite(backend):
+def test_backend_agnostic_suite(backend, tmp_path):
     """The optimizer, network, weight-file, mixed-precision and sparse tests on ``backend``.
 
     conftest.BACKEND_AGNOSTIC lists the files; TensorFlow-only tests in them skip.
     """
-    result = _run(backend, ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", "tests"],
-                  timeout=1800)
+    result = _run(backend, ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
+                            "--basetemp", str(tmp_path / "basetemp"), "tests"], timeout=1800)
     assert " passed" in result.stdout

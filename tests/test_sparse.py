@@ -119,3 +119,22 @@ def test_bad_sparse_updates(sign_descent_file):
         klo.LearnedOptimizer(sign_descent_file, sparse_updates="lazy")
     opt = klo.LearnedOptimizer(sign_descent_file, sparse_updates="dense")
     assert klo.LearnedOptimizer.from_config(opt.get_config()).sparse_updates == "dense"
+
+
+@tf_only
+def test_rows_path_under_loss_scale_optimizer(random_weight_file):
+    """mixed_float16 wraps the optimizer in LossScaleOptimizer, whose unscaling keeps
+    the IndexedSlices: the rows-only path still applies."""
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = _embedding_model()
+        unused_before = np.asarray(model.weights[0])[25:].copy()
+        model.compile(optimizer=klo.LearnedOptimizer(random_weight_file, learning_rate=0.01),
+                      loss="mse")
+        x, y = _token_data()
+        model.train_on_batch(x[:16], y[:16])
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    np.testing.assert_array_equal(np.asarray(model.weights[0])[25:], unused_before)
+    assert np.asarray(model.optimizer.inner_optimizer._state_slots[0][0])[:25].any()
