@@ -122,11 +122,19 @@ class MetaTrainer:
         command: the command line recorded in provenance.
         tensorboard: a folder for TensorBoard scalars, or None.
         verbose: 1 shows a progress bar, 0 is silent.
+        strategy: a single-host ``tf.distribute`` strategy (e.g. MirroredStrategy)
+            to split each episode's lanes over its replicas, data-parallel; the
+            meta-gradients are all-reduced (see ``distributed_unroll``). ``lanes``
+            must be a multiple of its replica count. None runs on one device.
     """
 
     def __init__(self, config: MetaTrainConfig, out: str | os.PathLike,
                  checkpoint: str | os.PathLike | None = None, command: str | None = None,
-                 tensorboard: str | None = None, verbose: int = 1, description: str = "") -> None:
+                 tensorboard: str | None = None, verbose: int = 1, description: str = "",
+                 strategy: Any = None) -> None:
+        import contextlib
+        import functools
+
         import keras
         import tensorflow as tf
 
@@ -142,28 +150,37 @@ class MetaTrainer:
         self.verbose = verbose
         self.description = description
         self.problems = [get_problem(name) for name in config.problems]
+        self.strategy = strategy
+        train_unroller: Any = Unroller
+        if strategy is not None:
+            from keras_learned_opt.distributed_unroll import ReplicatedUnroller
+
+            train_unroller = functools.partial(ReplicatedUnroller, strategy=strategy)
         self.train_unrollers = [
-            Unroller(p, self.network_config, config.unroll, config.lanes, config.meta_loss)
+            train_unroller(p, self.network_config, config.unroll, config.lanes, config.meta_loss)
             for p in self.problems
         ]
         self.validation_unrollers = [
             Unroller(p, self.network_config, config.unroll, config.validation_seeds)
             for p in self.problems
         ]
-        self.weights = {
-            name: tf.Variable(value, name=name.replace("/", "_"))
-            for name, value in initial_weights(self.network_config, config.seed).items()
-        }
-        mean_steps = float(np.mean(config.horizons or [config.steps]))
-        meta_steps = int(config.episodes * mean_steps / config.unroll)
-        learning_rate: Any = config.meta_learning_rate
-        if config.meta_lr_final_fraction != 1.0:
-            learning_rate = keras.optimizers.schedules.CosineDecay(
-                config.meta_learning_rate, meta_steps, alpha=config.meta_lr_final_fraction
-            )
-        self.meta_optimizer = keras.optimizers.Adam(learning_rate, global_clipnorm=config.meta_clipnorm)
-        self._names = sorted(self.weights)
-        self.meta_optimizer.build([self.weights[n] for n in self._names])
+        # Under a strategy the network weights and Adam's slots are mirrored on every replica.
+        scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+        with scope:
+            self.weights = {
+                name: tf.Variable(value, name=name.replace("/", "_"))
+                for name, value in initial_weights(self.network_config, config.seed).items()
+            }
+            mean_steps = float(np.mean(config.horizons or [config.steps]))
+            meta_steps = int(config.episodes * mean_steps / config.unroll)
+            learning_rate: Any = config.meta_learning_rate
+            if config.meta_lr_final_fraction != 1.0:
+                learning_rate = keras.optimizers.schedules.CosineDecay(
+                    config.meta_learning_rate, meta_steps, alpha=config.meta_lr_final_fraction
+                )
+            self.meta_optimizer = keras.optimizers.Adam(learning_rate, global_clipnorm=config.meta_clipnorm)
+            self._names = sorted(self.weights)
+            self.meta_optimizer.build([self.weights[n] for n in self._names])
         self.episode = 0
         self.best_score = math.inf
         self.best_episode = -1
@@ -364,15 +381,17 @@ class MetaTrainer:
 def meta_train(out: str | os.PathLike, problems: Sequence[str] = ("fmnist_mlp",),
                network: dict | None = None, verbose: int = 1, max_seconds: float | None = None,
                tensorboard: str | None = None, description: str = "", command: str | None = None,
-               **options: Any) -> Path:
+               strategy: Any = None, **options: Any) -> Path:
     """Python API: meta-train and write the best weights to ``out``.
 
     ``network`` holds ``NetworkConfig`` fields; ``options`` are
-    ``MetaTrainConfig`` fields (episodes, steps, unroll, lanes, seed, ...).
+    ``MetaTrainConfig`` fields (episodes, steps, unroll, lanes, seed, ...);
+    ``strategy`` spreads the lanes over its replicas (see ``MetaTrainer``).
     """
     config = MetaTrainConfig(problems=tuple(problems), network=dict(network or {}), **options)
     trainer = MetaTrainer(config, out, command=command or f"meta_train(out={str(out)!r}, ...)",
-                          verbose=verbose, tensorboard=tensorboard, description=description)
+                          verbose=verbose, tensorboard=tensorboard, description=description,
+                          strategy=strategy)
     return trainer.train(max_seconds=max_seconds)
 
 
@@ -411,6 +430,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--description", default="")
     parser.add_argument("--threads", type=int, default=0,
                         help="TensorFlow intra-op threads (0 = all cores)")
+    parser.add_argument("--mirrored", action="store_true",
+                        help="split the lanes over tf.distribute.MirroredStrategy() replicas "
+                             "(all local GPUs); --lanes must be a multiple of their number")
     parser.add_argument("--quiet", action="store_true")
     return parser.parse_args(argv)
 
@@ -441,8 +463,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     command = "python -m keras_learned_opt.meta_train " + " ".join(
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    strategy = None
+    if args.mirrored:
+        import tensorflow as tf
+
+        strategy = tf.distribute.MirroredStrategy()
     trainer = MetaTrainer(config, args.out, command=command, tensorboard=args.tensorboard,
-                          verbose=0 if args.quiet else 1, description=args.description)
+                          verbose=0 if args.quiet else 1, description=args.description,
+                          strategy=strategy)
     max_seconds = args.max_minutes * 60 if args.max_minutes else None
     out = trainer.train(max_seconds=max_seconds)
     print(f"\nwrote {out}: best validation score {trainer.best_score:.4f} at episode "

@@ -17,6 +17,7 @@ from keras_learned_opt.errors import (
 )
 from keras_learned_opt.network import NetworkConfig, apply_network, state_layout, weight_shapes
 from keras_learned_opt.bundled import default_pretrained_name, resolve_weights
+from keras_learned_opt.sparse import SPARSE_UPDATES, is_indexed_slices, rows_update_step
 from keras_learned_opt.weights import load_weight_file
 
 
@@ -49,6 +50,11 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
             the network was meta-trained to make. Schedules are accepted.
         state_dtype: dtype of the per-coordinate state (``"float32"`` or
             ``"bfloat16"``); the update math always runs in float32.
+        sparse_updates: for sparse gradients (``tf.IndexedSlices``, e.g. an
+            ``Embedding`` on TensorFlow), ``"rows"`` updates only the looked-up
+            rows and their state; ``"dense"`` densifies and updates every row
+            (what JAX and PyTorch, which have no sparse gradients, always do).
+            See ``keras_learned_opt/sparse.py``.
         network_config: used by ``from_config`` so that a saved model can be
             restored where its weight file is absent; leave it ``None``.
         name, weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema,
@@ -63,12 +69,16 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
         state_dtype: str = "float32",
         network_config: dict | None = None,
         name: str | None = None,
+        sparse_updates: str = "rows",
         **kwargs: Any,
     ) -> None:
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
         if state_dtype not in ("float32", "bfloat16"):
             raise ValueError(f"state_dtype must be 'float32' or 'bfloat16', got {state_dtype!r}")
         self.state_dtype = state_dtype
+        if sparse_updates not in SPARSE_UPDATES:
+            raise ValueError(f"sparse_updates must be one of {SPARSE_UPDATES}, got {sparse_updates!r}")
+        self.sparse_updates = sparse_updates
         self._load_network(weights, network_config)
 
     def _load_network(self, weights: Any, network_config: dict | None) -> None:
@@ -164,6 +174,8 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
                 "were never loaded; load the model with keras.models.load_model or load its weights"
             )
         slots = self._state_slots[self._get_variable_index(variable)]
+        if self.sparse_updates == "rows" and is_indexed_slices(gradient):
+            return rows_update_step(self, gradient, variable, slots, learning_rate)
         grad = ops.reshape(ops.cast(ops.convert_to_tensor(gradient, sparse=False), "float32"), (-1,))
         state = [ops.reshape(ops.cast(s, "float32"), (-1, s.shape[-1])) for s in slots]
         update, new_state = apply_network(
@@ -187,6 +199,7 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
             {
                 "weights": self.weights_source,
                 "state_dtype": self.state_dtype,
+                "sparse_updates": self.sparse_updates,
                 "network_config": self.network_config.to_dict(),
             }
         )

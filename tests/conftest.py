@@ -11,6 +11,25 @@ import pytest  # noqa: E402
 from keras_learned_opt.network import NetworkConfig, initial_weights  # noqa: E402
 from keras_learned_opt.weights import save_weight_file  # noqa: E402
 
+# Test files that run on every Keras backend (KERAS_BACKEND=jax|torch|tensorflow);
+# the rest drive TensorFlow-only code (meta-trainer, runner, tf.distribute) or
+# start subprocesses on each backend themselves (test_backends.py).
+BACKEND_AGNOSTIC = {
+    "test_optimizer.py", "test_mixed_precision.py", "test_sparse.py", "test_network.py",
+    "test_weights.py", "test_pretrained.py",
+}
+
+
+def pytest_ignore_collect(collection_path, config):
+    import keras
+
+    if keras.backend.backend() == "tensorflow" or collection_path.is_dir():
+        return None
+    name = collection_path.name
+    if name.startswith("test_") and name.endswith(".py") and name not in BACKEND_AGNOSTIC:
+        return True
+    return None
+
 
 def sign_descent_weights(config: NetworkConfig, gain: float = 3.0) -> dict:
     """Hand-set weights for which the LSTM computes about -0.75 * sign(gradient).

@@ -6,7 +6,6 @@ import textwrap
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import keras_learned_opt as klo
 from keras_learned_opt.errors import ArchitectureMismatchError
@@ -141,7 +140,10 @@ def test_recreated_without_file_refuses_to_step_before_restore(tmp_path, sign_de
         opt.apply([np.ones(3, "float32")], [var])
 
 
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.train.Checkpoint is TensorFlow's")
 def test_tf_checkpoint_restores_hidden_state(tmp_path, random_weight_file):
+    import tensorflow as tf
+
     x, y = _data()
     model = _compile(_model(), klo.LearnedOptimizer(random_weight_file, learning_rate=0.01))
     _fit_steps(model, x, y, 3)
@@ -230,7 +232,8 @@ def test_non_finite_gradient_leaves_variable_and_state_untouched(random_weight_f
 
 
 def test_integer_variable_is_refused(sign_descent_file):
-    var = keras.Variable(np.zeros(3, "int32"), dtype="int32")
+    # trainable=False: PyTorch refuses integer tensors that require gradients.
+    var = keras.Variable(np.zeros(3, "int32"), dtype="int32", trainable=False)
     opt = klo.LearnedOptimizer(sign_descent_file)
     with pytest.raises(TypeError, match="floating-point.*int32"):
         opt.build([var])

@@ -1,0 +1,97 @@
+"""Rows-only updates for sparse (``tf.IndexedSlices``) gradients.
+
+An ``Embedding`` layer on the TensorFlow backend gets its gradient as
+``tf.IndexedSlices``: ``values [k, *row_shape]`` for the ``k`` looked-up rows
+(``indices [k]``, duplicates allowed). Densifying it runs the LSTM on every
+coordinate of the table each step, which for a 100k x 32 table costs seconds
+(see ``benchmarks/sparse_embedding.py`` and ``docs/backends.md``). This path
+runs the LSTM only on the looked-up rows and leaves every other row, and its
+hidden state, untouched ("lazy" semantics, like sparse Adagrad or LazyAdam).
+For the rows it does update, the result is the one the dense computation gives
+(tested in ``tests/test_sparse.py``).
+
+Only the TensorFlow backend produces ``IndexedSlices``; JAX and PyTorch
+always hand the optimizer dense gradients. TensorFlow is therefore imported
+lazily here and never by ``import keras_learned_opt``.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Sequence
+
+import keras
+from keras import ops
+
+from keras_learned_opt.network import apply_network
+
+SPARSE_UPDATES = ("rows", "dense")
+
+
+def is_indexed_slices(gradient: Any) -> bool:
+    """Whether ``gradient`` is a ``tf.IndexedSlices`` (False without TensorFlow loaded)."""
+    tf = sys.modules.get("tensorflow")
+    return tf is not None and isinstance(gradient, tf.IndexedSlices)
+
+
+def rows_update_step(
+    optimizer: Any,
+    gradient: Any,
+    variable: Any,
+    slots: Sequence[Any],
+    learning_rate: Any,
+) -> None:
+    """Apply the learned update to the rows of ``variable`` named by ``gradient``.
+
+    Args:
+        optimizer: the ``LearnedOptimizer`` (its network weights, config,
+            iteration count and sparse-aware ``assign`` are used).
+        gradient: ``tf.IndexedSlices`` with ``values [k, *row_shape]`` and
+            ``indices [k]`` into the first axis of ``variable``.
+        variable: the variable, ``[rows, *row_shape]``.
+        slots: its state variables in ``state_layout`` order, each
+            ``[rows, *row_shape, width]``.
+        learning_rate: scalar multiplying the network's output.
+
+    Duplicate indices are summed first, as densifying would. The sum goes
+    through a dense ``[rows, *row_shape]`` buffer and is gathered back per
+    index, so every shape is static (XLA compiles it; ``tf.unique`` would not)
+    and duplicate rows compute and write identical values, which makes
+    ``scatter_update`` well defined. The buffer costs one float per table entry,
+    80 times less than the state the dense path would run through the LSTM.
+    """
+    import tensorflow as tf
+
+    indices = gradient.indices
+    values = tf.cast(gradient.values, "float32")
+    rows = variable.shape[0]
+    summed = tf.math.unsorted_segment_sum(values, indices, num_segments=rows)
+    grad = tf.reshape(tf.gather(summed, indices), [-1])  # [k * row_size]
+    old_state = [
+        tf.reshape(tf.cast(tf.gather(_tensor(s), indices), "float32"), [-1, s.shape[-1]])
+        for s in slots
+    ]
+    update, new_state = apply_network(
+        optimizer._network_weights, optimizer.network_config, grad, old_state,
+        optimizer.iterations + 1,
+    )
+    update = update * ops.cast(learning_rate, "float32")
+    # Same NaN policy as the dense path: a non-finite gradient or update on any
+    # touched row skips the whole variable, state included.
+    finite = tf.logical_and(
+        tf.reduce_all(tf.math.is_finite(grad)), tf.reduce_all(tf.math.is_finite(update))
+    )
+    for slot, old, new in zip(slots, old_state, new_state):
+        kept = tf.where(finite, new, old)
+        row_shape = [int(d) for d in tuple(slot.shape)[1:]]
+        optimizer.assign(slot, tf.IndexedSlices(tf.reshape(kept, [-1, *row_shape]), indices))
+    old_rows = tf.gather(_tensor(variable), indices)
+    update = tf.where(finite, update, tf.zeros_like(update))
+    # var + cast(update) in the variable's dtype, exactly as assign_add does densely.
+    new_rows = old_rows + tf.cast(tf.reshape(update, tf.shape(old_rows)), old_rows.dtype)
+    optimizer.assign(variable, tf.IndexedSlices(new_rows, indices))
+
+
+def _tensor(variable: Any) -> Any:
+    """The backend variable behind a ``keras.Variable`` (tf.gather needs it)."""
+    return variable.value if isinstance(variable, keras.Variable) else variable
