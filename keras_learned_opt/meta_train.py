@@ -67,14 +67,20 @@ class MetaTrainConfig:
     checkpoint_every: int = 10
     seed: int = 0
     horizons: tuple[int, ...] = ()
+    init_from: str = ""
+    long_unroll: tuple[int, ...] = ()
 
 
     def __post_init__(self) -> None:
         self.problems = tuple(self.problems)
         self.horizons = tuple(int(h) for h in self.horizons)
+        self.long_unroll = tuple(int(u) for u in self.long_unroll)
+        if self.long_unroll and len(self.long_unroll) != 2:
+            raise ValueError("long_unroll is (first episode, unroll length)")
         for steps in (self.steps, *self.horizons):
-            if steps % self.unroll:
-                raise ValueError(f"steps ({steps}) must be a multiple of unroll ({self.unroll})")
+            for unroll in (self.unroll, *self.long_unroll[1:]):
+                if steps % unroll:
+                    raise ValueError(f"steps ({steps}) must be a multiple of unroll ({unroll})")
         if self.episodes < 1 or self.lanes < 1 or self.validation_seeds < 1:
             raise ValueError("episodes, lanes and validation_seeds must be >= 1")
 
@@ -82,7 +88,16 @@ class MetaTrainConfig:
         d = dataclasses.asdict(self)
         d["problems"] = list(self.problems)
         d["horizons"] = list(self.horizons)
+        d["long_unroll"] = list(self.long_unroll)
         return d
+
+    def episode_unroll(self, episode: int) -> int:
+        """Truncation length of an episode: ``unroll``, or ``long_unroll[1]`` from
+        episode ``long_unroll[0]`` on (a curriculum: short truncations learn fast,
+        long ones remove the short-horizon bias of truncated backpropagation)."""
+        if self.long_unroll and episode >= self.long_unroll[0]:
+            return self.long_unroll[1]
+        return self.unroll
 
     def episode_steps(self, episode: int) -> int:
         """Optimizee steps of an episode: ``steps``, or drawn from ``horizons``."""
@@ -94,8 +109,9 @@ class MetaTrainConfig:
         """What must not change for a checkpoint to be resumed."""
         d = self.to_dict()
         d.pop("episodes")  # extending a finished run is allowed
-        if not d["horizons"]:
-            d.pop("horizons")  # runs from before horizons existed stay resumable
+        for key in ("horizons", "init_from", "long_unroll"):
+            if not d[key]:
+                d.pop(key)  # runs from before these options existed stay resumable
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -138,7 +154,7 @@ class MetaTrainer:
         import keras
         import tensorflow as tf
 
-        from keras_learned_opt.network import NetworkConfig, initial_weights
+        from keras_learned_opt.network import NetworkConfig
         from keras_learned_opt.problems import get_problem
         from keras_learned_opt.unroll import Unroller
 
@@ -156,10 +172,12 @@ class MetaTrainer:
             from keras_learned_opt.distributed_unroll import ReplicatedUnroller
 
             train_unroller = functools.partial(ReplicatedUnroller, strategy=strategy)
-        self.train_unrollers = [
-            train_unroller(p, self.network_config, config.unroll, config.lanes, config.meta_loss)
-            for p in self.problems
-        ]
+        unrolls = sorted({config.unroll, *config.long_unroll[1:]})
+        self.train_unrollers = {
+            (index, unroll): train_unroller(p, self.network_config, unroll, config.lanes,
+                                            config.meta_loss)
+            for index, p in enumerate(self.problems) for unroll in unrolls
+        }
         self.validation_unrollers = [
             Unroller(p, self.network_config, config.unroll, config.validation_seeds)
             for p in self.problems
@@ -169,7 +187,7 @@ class MetaTrainer:
         with scope:
             self.weights = {
                 name: tf.Variable(value, name=name.replace("/", "_"))
-                for name, value in initial_weights(self.network_config, config.seed).items()
+                for name, value in self._initial_arrays().items()
             }
             mean_steps = float(np.mean(config.horizons or [config.steps]))
             meta_steps = int(config.episodes * mean_steps / config.unroll)
@@ -190,6 +208,21 @@ class MetaTrainer:
         self.train_seconds = 0.0
         self.coordinate_steps = 0
         self._writer = tf.summary.create_file_writer(tensorboard) if tensorboard else None
+
+    def _initial_arrays(self) -> dict:
+        """Fresh weights, or those of ``init_from`` (fine-tuning an existing optimizer)."""
+        from keras_learned_opt.errors import ArchitectureMismatchError
+        from keras_learned_opt.network import initial_weights
+        from keras_learned_opt.weights import load_weight_file
+
+        if not self.config.init_from:
+            return initial_weights(self.network_config, self.config.seed)
+        start = load_weight_file(self.config.init_from)
+        if start.config != self.network_config:
+            raise ArchitectureMismatchError(
+                f"--init-from {self.config.init_from} holds {start.config}, but this run "
+                f"trains {self.network_config}")
+        return start.arrays
 
     # ----- checkpoints -------------------------------------------------------------
     def save_checkpoint(self) -> None:
@@ -244,15 +277,16 @@ class MetaTrainer:
 
         cfg = self.config
         index = episode % len(self.problems)
-        unroller = self.train_unrollers[index]
+        unroll = cfg.episode_unroll(episode)
+        unroller = self.train_unrollers[(index, unroll)]
         seeds = [training_seed(cfg.seed, episode, lane) for lane in range(cfg.lanes)]
         steps = cfg.episode_steps(episode)
         params, task, batches = unroller.episodes(seeds, steps)
         state = unroller.initial_state()
         variables = [self.weights[n] for n in self._names]
         meta_losses = []
-        for start in range(0, steps, cfg.unroll):
-            chunk = [tf.constant(b[:, start : start + cfg.unroll]) for b in batches]
+        for start in range(0, steps, unroll):
+            chunk = [tf.constant(b[:, start : start + unroll]) for b in batches]
             meta_loss, grads, params, state, _ = unroller.train_truncation(
                 self.weights, params, state, task, chunk, start
             )
@@ -269,7 +303,7 @@ class MetaTrainer:
                 break
             self.meta_optimizer.apply(grads, variables)
             meta_losses.append(float(meta_loss))
-            self.coordinate_steps += unroller.coordinates * cfg.unroll
+            self.coordinate_steps += unroller.coordinates * unroll
         return float(np.mean(meta_losses)) if meta_losses else math.nan
 
     def validate(self, weights: dict | None = None) -> dict[str, float]:
@@ -406,6 +440,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--episodes", type=int, default=500)
     parser.add_argument("--steps", type=int, default=100, help="optimizee steps per episode")
     parser.add_argument("--unroll", type=int, default=20, help="steps per truncation")
+    parser.add_argument("--long-unroll", type=int, nargs=2, default=[], metavar=("EPISODE", "UNROLL"),
+                        help="from EPISODE on, truncations of UNROLL steps (curriculum)")
+    parser.add_argument("--init-from", default="", help="start from this weight file (fine-tune)")
     parser.add_argument("--horizons", type=int, nargs="+", default=[],
                         help="draw each episode's length from these (default: --steps)")
     parser.add_argument("--lanes", type=int, default=1, help="episodes run side by side")
@@ -460,6 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         meta_clipnorm=args.meta_clipnorm, meta_loss=args.meta_loss,
         validate_every=args.validate_every, validation_seeds=args.validation_seeds,
         checkpoint_every=args.checkpoint_every, seed=args.seed, horizons=tuple(args.horizons),
+        long_unroll=tuple(args.long_unroll), init_from=args.init_from,
     )
     command = "python -m keras_learned_opt.meta_train " + " ".join(
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))

@@ -172,7 +172,7 @@ def test_horizons_draw_episode_lengths(tmp_path):
     assert lengths == {20, 60}
     trainer = MetaTrainer(config, tmp_path / "h.h5", verbose=0)
     trainer.train()
-    expected = sum(config.episode_steps(e) for e in range(6)) * trainer.train_unrollers[0].coordinates
+    expected = sum(config.episode_steps(e) for e in range(6)) * trainer.train_unrollers[(0, 20)].coordinates
     assert trainer.coordinate_steps == expected
     with pytest.raises(ValueError, match="multiple of unroll"):
         MetaTrainConfig(horizons=(30,))

@@ -154,7 +154,7 @@ def run_meta(out_dir: str, strategy) -> dict:
     arrays.update({f"adam/{i}": np.asarray(v) for i, v in enumerate(trainer.meta_optimizer.variables)})
     arrays["coordinate_steps"] = np.array(trainer.coordinate_steps)
     if strategy is not None:  # where the lanes' LSTM state lives: rows and device per replica
-        state = trainer.train_unrollers[0].initial_state()[0]
+        state = trainer.train_unrollers[(0, config.unroll)].initial_state()[0]
         local = strategy.experimental_local_results(state)
         arrays["state_rows"] = np.array([int(s.shape[0]) for s in local])
         print("replica state devices", json.dumps([s.device for s in local]))
