@@ -176,3 +176,23 @@ def test_horizons_draw_episode_lengths(tmp_path):
     assert trainer.coordinate_steps == expected
     with pytest.raises(ValueError, match="multiple of unroll"):
         MetaTrainConfig(horizons=(30,))
+
+
+def test_init_from_and_long_unroll_curriculum(tmp_path):
+    first = meta_train(tmp_path / "a.h5", problems=["quadratic"], network=SMALL_NET, episodes=3,
+                       validate_every=3, verbose=0, meta_learning_rate=0.01)
+    start = load_weight_file(first)
+    config = MetaTrainConfig(problems=("quadratic",), network=SMALL_NET, episodes=4, unroll=20,
+                             long_unroll=(2, 100), init_from=str(first), validate_every=4)
+    assert [config.episode_unroll(e) for e in range(4)] == [20, 20, 100, 100]
+    trainer = MetaTrainer(config, tmp_path / "b.h5", verbose=0)
+    for name, value in start.arrays.items():
+        np.testing.assert_array_equal(trainer.weights[name].numpy(), value)
+    trainer.train()
+    assert set(trainer.train_unrollers) == {(0, 20), (0, 100)}
+    assert load_weight_file(tmp_path / "b.h5").provenance["meta_train_config"]["init_from"] == str(first)
+    with pytest.raises(ValueError, match="multiple of unroll"):
+        MetaTrainConfig(long_unroll=(5, 30))
+    with pytest.raises(Exception, match="holds"):
+        MetaTrainer(MetaTrainConfig(problems=("quadratic",), network={"hidden_sizes": [4]},
+                                    init_from=str(first)), tmp_path / "c.h5", verbose=0)
