@@ -62,6 +62,7 @@ class MetaTrainConfig:
     meta_lr_final_fraction: float = 1.0
     meta_clipnorm: float = 1.0
     meta_loss: str = "mean"
+    loss_weighting: str = "uniform"
     validate_every: int = 25
     validation_seeds: int = 4
     checkpoint_every: int = 10
@@ -109,6 +110,8 @@ class MetaTrainConfig:
         """What must not change for a checkpoint to be resumed."""
         d = self.to_dict()
         d.pop("episodes")  # extending a finished run is allowed
+        if d["loss_weighting"] == "uniform":
+            d.pop("loss_weighting")
         for key in ("horizons", "init_from", "long_unroll"):
             if not d[key]:
                 d.pop(key)  # runs from before these options existed stay resumable
@@ -175,7 +178,7 @@ class MetaTrainer:
         unrolls = sorted({config.unroll, *config.long_unroll[1:]})
         self.train_unrollers = {
             (index, unroll): train_unroller(p, self.network_config, unroll, config.lanes,
-                                            config.meta_loss)
+                                            config.meta_loss, config.loss_weighting)
             for index, p in enumerate(self.problems) for unroll in unrolls
         }
         self.validation_unrollers = [
@@ -451,6 +454,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="cosine-decay the meta learning rate to this fraction (1 = constant)")
     parser.add_argument("--meta-clipnorm", type=float, default=1.0)
     parser.add_argument("--meta-loss", choices=["mean", "log"], default="mean")
+    parser.add_argument("--loss-weighting", choices=["uniform", "linear"], default="uniform",
+                        help="linear: step t of an episode weighs t+1 in the meta-loss")
     parser.add_argument("--validate-every", type=int, default=25)
     parser.add_argument("--validation-seeds", type=int, default=4)
     parser.add_argument("--checkpoint-every", type=int, default=10)
@@ -495,6 +500,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         episodes=args.episodes, steps=args.steps, unroll=args.unroll, lanes=args.lanes,
         meta_learning_rate=args.meta_lr, meta_lr_final_fraction=args.meta_lr_final_fraction,
         meta_clipnorm=args.meta_clipnorm, meta_loss=args.meta_loss,
+        loss_weighting=args.loss_weighting,
         validate_every=args.validate_every, validation_seeds=args.validation_seeds,
         checkpoint_every=args.checkpoint_every, seed=args.seed, horizons=tuple(args.horizons),
         long_unroll=tuple(args.long_unroll), init_from=args.init_from,

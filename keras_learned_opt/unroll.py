@@ -28,9 +28,12 @@ class Unroller:
     """Compiled truncations of ``unroll`` steps for one problem and lane count."""
 
     def __init__(self, problem: Problem, config: NetworkConfig, unroll: int, lanes: int = 1,
-                 meta_loss: str = "mean") -> None:
+                 meta_loss: str = "mean", loss_weighting: str = "uniform") -> None:
         if meta_loss not in ("mean", "log"):
             raise ValueError(f"meta_loss must be 'mean' or 'log', got {meta_loss!r}")
+        if loss_weighting not in ("uniform", "linear"):
+            raise ValueError(f"loss_weighting must be 'uniform' or 'linear', got {loss_weighting!r}")
+        self.loss_weighting = loss_weighting
         self.problem = problem
         self.config = config
         self.unroll = unroll
@@ -73,17 +76,26 @@ class Unroller:
             losses.append(tf.stack(lane_losses))
         return params, state, tf.stack(losses)
 
-    def _reduce(self, losses):
-        if self.meta_loss == "log":
-            return tf.reduce_mean(tf.math.log(losses + 1e-8))
-        return tf.reduce_mean(losses)
+    def _reduce(self, losses, step0):
+        """Meta-loss of a truncation from its ``[unroll, lanes]`` losses.
+
+        ``"linear"`` weighting makes step ``t`` of the episode count ``t + 1``
+        times, so the meta-objective leans toward where the protocol measures:
+        the end of the run (a uniform log loss mostly rewards early speed).
+        """
+        values = tf.math.log(losses + 1e-8) if self.meta_loss == "log" else losses
+        if self.loss_weighting == "linear":
+            weights = tf.cast(tf.range(1, self.unroll + 1) + step0, values.dtype)
+            weights = weights / tf.reduce_sum(weights)
+            return tf.reduce_sum(tf.reduce_mean(values, axis=1) * weights)
+        return tf.reduce_mean(values)
 
     def _train_truncation(self, weights, params, state, task, batches, step0):
         names = sorted(weights)
         with tf.GradientTape() as tape:
             tape.watch([weights[n] for n in names])
             params, state, losses = self._steps(weights, params, state, task, batches, step0, tape)
-            meta_loss = self._reduce(losses)
+            meta_loss = self._reduce(losses, step0)
         grads = tape.gradient(meta_loss, [weights[n] for n in names])
         grads = {n: tf.zeros_like(weights[n]) if g is None else g for n, g in zip(names, grads)}
         params = [[tf.stop_gradient(p) for p in lane] for lane in params]
