@@ -15,9 +15,25 @@ from keras_learned_opt.errors import (
     NoPretrainedWeightsError,
     UnknownPretrainedError,
 )
-from keras_learned_opt.network import NetworkConfig, apply_network, state_layout, weight_shapes
+from keras_learned_opt.fused import ALONE_ROWS, masked_step, plan_groups
+from keras_learned_opt.network import NetworkConfig, state_layout, weight_shapes
 from keras_learned_opt.bundled import default_pretrained_name, resolve_weights
 from keras_learned_opt.weights import load_weight_file
+
+
+# Whether ``fused="auto"`` batches all variables into one network call, per
+# backend, from side-by-side measurements (benchmarks/README.md). TensorFlow:
+# fused is faster in graph mode and under XLA. Torch runs optimizers eagerly, one
+# Python call per op, so fewer ops is always faster (about 2x, measured before
+# this option existed). JAX under jit was measured slower with one concatenated
+# call (the concatenation and split copies are not elided), so it stays
+# per-variable; neither of the last two can be re-measured here.
+_FUSED_BY_BACKEND = {"tensorflow": True, "torch": True, "jax": False}
+
+# Coordinates per fused network call: bounds the transient memory of the
+# concatenated batch (about 1 kB per coordinate for 2x20) at no measurable cost
+# in speed, since the matmuls are already large at this size.
+DEFAULT_FUSED_GROUP_SIZE = 2**18
 
 
 def _slot_name(variable: Any, tag: str) -> str:
@@ -49,6 +65,20 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
             the network was meta-trained to make. Schedules are accepted.
         state_dtype: dtype of the per-coordinate state (``"float32"`` or
             ``"bfloat16"``); the update math always runs in float32.
+        fused: ``True`` runs the network once over the concatenated
+            coordinates of many variables (see the two options below);
+            ``False`` runs it once per variable; ``"auto"`` picks what was
+            measured faster for the backend. Results agree to float rounding;
+            the state slots are the same either way, so checkpoints move freely
+            between the two. Under a ``tf.distribute`` strategy the
+            per-variable path is used.
+        fused_group_size: most coordinates per fused call (bounds the transient
+            memory of the concatenation, about 1 kB per coordinate for 2x20);
+            ``0`` means no bound.
+        fused_alone_size: variables of at least this many coordinates get a
+            call of their own, since copying their state into a concatenation
+            costs more than a call (on CPU); ``0`` fuses every variable, which
+            may pay where each op has a high fixed cost (GPU kernel launches).
         network_config: used by ``from_config`` so that a saved model can be
             restored where its weight file is absent; leave it ``None``.
         name, weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema,
@@ -61,6 +91,9 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
         weights: str | os.PathLike | None = None,
         learning_rate: Any = 1.0,
         state_dtype: str = "float32",
+        fused: bool | str = "auto",
+        fused_group_size: int = DEFAULT_FUSED_GROUP_SIZE,
+        fused_alone_size: int = ALONE_ROWS,
         network_config: dict | None = None,
         name: str | None = None,
         **kwargs: Any,
@@ -69,6 +102,15 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
         if state_dtype not in ("float32", "bfloat16"):
             raise ValueError(f"state_dtype must be 'float32' or 'bfloat16', got {state_dtype!r}")
         self.state_dtype = state_dtype
+        if fused not in (True, False, "auto"):
+            raise ValueError(f"fused must be True, False or 'auto', got {fused!r}")
+        for option, value in (("fused_group_size", fused_group_size),
+                              ("fused_alone_size", fused_alone_size)):
+            if int(value) != value or value < 0:
+                raise ValueError(f"{option} must be an integer >= 0, got {value!r}")
+        self.fused = fused
+        self.fused_group_size = int(fused_group_size)
+        self.fused_alone_size = int(fused_alone_size)
         self._load_network(weights, network_config)
 
     def _load_network(self, weights: Any, network_config: dict | None) -> None:
@@ -156,25 +198,70 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
                     ]
                 )
 
-    def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
+    def _check_restored(self) -> None:
         if self._awaiting_restore:
             raise RuntimeError(
                 f"LearnedOptimizer was re-created from a config whose weight file "
                 f"'{self.weights_source}' is not available here, and its saved variables "
                 "were never loaded; load the model with keras.models.load_model or load its weights"
             )
-        slots = self._state_slots[self._get_variable_index(variable)]
-        grad = ops.reshape(ops.cast(ops.convert_to_tensor(gradient, sparse=False), "float32"), (-1,))
-        state = [ops.reshape(ops.cast(s, "float32"), (-1, s.shape[-1])) for s in slots]
-        update, new_state = apply_network(
-            self._network_weights, self.network_config, grad, state, self.iterations + 1
+
+    @property
+    def uses_fused_path(self) -> bool:
+        """Whether updates now go through one network call per group of variables."""
+        fused = _FUSED_BY_BACKEND.get(keras.backend.backend(), False) if self.fused == "auto" \
+            else self.fused
+        if fused and keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            # Under a tf.distribute strategy each variable must be updated through
+            # `distribution.extended.update`, which runs the update function on
+            # every device's copy of that one (mirrored, or parameter-server
+            # placed) variable; a concatenation across variables would mix
+            # copies living on different devices. So the fused path is used only
+            # with the default strategy, and the per-variable path otherwise.
+            if tf.distribute.has_strategy() or (
+                self._distribution_strategy is not tf.distribute.get_strategy()
+            ):
+                return False
+        return bool(fused)
+
+    def _backend_update_step(self, grads: list, trainable_variables: list, learning_rate: Any) -> None:
+        # Overridden at this level (not `apply`) so that gradient accumulation,
+        # clipping, weight decay, EMA and the LossScaleOptimizer, all handled by
+        # the base class around this call, work unchanged in both paths.
+        if not self.uses_fused_path:
+            super()._backend_update_step(grads, trainable_variables, learning_rate)
+            return
+        self._check_restored()
+        sizes = [int(np.prod(v.shape)) for v in trainable_variables]
+        for group in plan_groups(sizes, self.fused_group_size, self.fused_alone_size):
+            self._update_group([grads[i] for i in group],
+                               [trainable_variables[i] for i in group], learning_rate)
+
+    def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
+        self._check_restored()
+        self._update_group([gradient], [variable], learning_rate)
+
+    def _update_group(self, gradients: list, variables: list, learning_rate: Any) -> None:
+        """Update ``variables`` and their state slots with one network call."""
+        slots = [self._state_slots[self._get_variable_index(v)] for v in variables]
+        flat_grads = [
+            # Sparse gradients (IndexedSlices) are densified: every coordinate's
+            # LSTM steps each iteration, whether its gradient is zero or not.
+            ops.reshape(ops.cast(ops.convert_to_tensor(g, sparse=False), "float32"), (-1,))
+            for g in gradients
+        ]
+        states = [[ops.reshape(ops.cast(s, "float32"), (-1, s.shape[-1])) for s in var_slots]
+                  for var_slots in slots]
+        updates, new_states = masked_step(
+            self._network_weights, self.network_config, flat_grads, states,
+            self.iterations + 1, learning_rate,
         )
-        update = update * ops.cast(learning_rate, "float32")
-        finite = ops.logical_and(ops.all(ops.isfinite(grad)), ops.all(ops.isfinite(update)))
-        for slot, old, new in zip(slots, state, new_state):
-            self.assign(slot, ops.reshape(ops.where(finite, new, old), slot.shape))
-        update = ops.where(finite, update, ops.zeros_like(update))
-        self.assign_add(variable, ops.cast(ops.reshape(update, variable.shape), variable.dtype))
+        for variable, var_slots, update, new_state in zip(variables, slots, updates, new_states):
+            for slot, value in zip(var_slots, new_state):
+                self.assign(slot, ops.reshape(value, slot.shape))
+            self.assign_add(variable, ops.cast(ops.reshape(update, variable.shape), variable.dtype))
 
     def load_own_variables(self, store: Any) -> None:
         super().load_own_variables(store)
@@ -187,6 +274,9 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
             {
                 "weights": self.weights_source,
                 "state_dtype": self.state_dtype,
+                "fused": self.fused,
+                "fused_group_size": self.fused_group_size,
+                "fused_alone_size": self.fused_alone_size,
                 "network_config": self.network_config.to_dict(),
             }
         )
