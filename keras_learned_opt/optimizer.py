@@ -246,14 +246,17 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
     def _update_group(self, gradients: list, variables: list, learning_rate: Any) -> None:
         """Update ``variables`` and their state slots with one network call."""
         slots = [self._state_slots[self._get_variable_index(v)] for v in variables]
+        # Static row counts from the variables: a gradient's shape can be unknown
+        # in the graph (e.g. densified IndexedSlices under a LossScaleOptimizer).
+        sizes = [int(np.prod(v.shape)) for v in variables]
         flat_grads = [
             # Sparse gradients (IndexedSlices) are densified: every coordinate's
             # LSTM steps each iteration, whether its gradient is zero or not.
-            ops.reshape(ops.cast(ops.convert_to_tensor(g, sparse=False), "float32"), (-1,))
-            for g in gradients
+            ops.reshape(ops.cast(ops.convert_to_tensor(g, sparse=False), "float32"), (n,))
+            for g, n in zip(gradients, sizes)
         ]
-        states = [[ops.reshape(ops.cast(s, "float32"), (-1, s.shape[-1])) for s in var_slots]
-                  for var_slots in slots]
+        states = [[ops.reshape(ops.cast(s, "float32"), (n, s.shape[-1])) for s in var_slots]
+                  for var_slots, n in zip(slots, sizes)]
         updates, new_states = masked_step(
             self._network_weights, self.network_config, flat_grads, states,
             self.iterations + 1, learning_rate,
