@@ -9,6 +9,7 @@ machine even when the absolute figures do not.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import statistics
 import sys
@@ -23,6 +24,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# tf.function retracing notices: each variant is traced once on purpose.
+logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 import numpy as np  # noqa: E402
 

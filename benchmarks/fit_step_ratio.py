@@ -30,7 +30,8 @@ from keras_learned_opt.problems import mlp_builder, small_cnn
 
 
 def mobilenet() -> keras.Model:
-    return keras.applications.MobileNetV3Small(weights=None, input_shape=(32, 32, 3), classes=10)
+    return keras.applications.MobileNetV3Small(weights=None, input_shape=(32, 32, 3), classes=10,
+                                               classifier_activation=None)  # logits
 
 
 MODELS = {

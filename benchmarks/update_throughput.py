@@ -2,8 +2,9 @@
 
 Usage: python benchmarks/update_throughput.py [--tiny] [--rounds R]
 
-For models of about 10k, 100k and 1M parameters (8 dense layers: 16 variables
-of mixed shapes) it times ``optimizer.apply(grads, variables)`` compiled with
+For models of about 10k, 100k and 1M parameters, each as 8 dense layers (16
+variables, large kernels) and as 64 narrow ones (128 variables: many small
+tensors, as in real networks with biases and normalization), it times ``optimizer.apply(grads, variables)`` compiled with
 ``tf.function`` (graph) and with ``jit_compile=True`` (XLA), interleaved, and
 prints coordinates per second and the fraction of the *practical limit*: the
 rate at which this machine runs the network's thin matmuls alone
@@ -20,17 +21,20 @@ import keras
 
 import keras_learned_opt as klo
 
-# Width of the 8 square dense layers giving about 10k, 100k and 1M parameters.
-WIDTHS = {"10k": 35, "100k": 111, "1M": 353}
-TINY_WIDTHS = {"1k": 11}
-LAYERS = 8
+# (width, layers) of square dense layers giving about 10k, 100k and 1M parameters.
+MODELS = {
+    "10k": [(35, 8), (12, 64)],
+    "100k": [(111, 8), (39, 64)],
+    "1M": [(353, 8), (124, 64)],
+}
+TINY_MODELS = {"1k": [(11, 8), (4, 64)]}
 
 
-def make_variables(width: int, seed: int = 0) -> tuple[list, list]:
-    """Kernels ``[width, width]`` and biases ``[width]`` of 8 layers, and fixed gradients."""
+def make_variables(width: int, layers: int = 8, seed: int = 0) -> tuple[list, list]:
+    """Kernels ``[width, width]`` and biases ``[width]`` of ``layers`` layers, and fixed gradients."""
     rng = np.random.default_rng(seed)
     variables, grads = [], []
-    for i in range(LAYERS):
+    for i in range(layers):
         for shape, tag in (((width, width), "kernel"), ((width,), "bias")):
             variables.append(keras.Variable(rng.standard_normal(shape).astype("float32") * 0.1,
                                             name=f"dense_{i}_{tag}"))
@@ -72,15 +76,16 @@ def main() -> int:
     p.add_argument("--no-xla", action="store_true", help="skip the jit_compile=True variants")
     p.add_argument("--sizes", default=None, help="comma-separated subset of 10k,100k,1M")
     args = p.parse_args()
-    widths = TINY_WIDTHS if args.tiny else WIDTHS
+    models = TINY_MODELS if args.tiny else MODELS
     if args.sizes:
-        widths = {k: WIDTHS[k] for k in args.sizes.split(",")}
+        models = {k: MODELS[k] for k in args.sizes.split(",")}
     weights = _common.weight_file(args.weights)
     print(_common.machine_note())
     rows = []
-    for label, width in widths.items():
-        variables, grads = make_variables(width)
+    for size, (width, layers) in [(k, m) for k, ms in models.items() for m in ms]:
+        variables, grads = make_variables(width, layers)
         n = sum(int(np.prod(v.shape)) for v in variables)
+        label = f"{size}: {layers}x{width}, {len(variables)} vars"
         rounds = args.rounds or (1 if args.tiny else (3 if n > 500_000 else 5))
         calls = 1 if args.tiny else max(1, 200_000 // n)
         timed = variants(weights, variables, grads, xla=not args.no_xla)
@@ -89,7 +94,7 @@ def main() -> int:
         limit = n / seconds["thin matmuls (limit)"]
         fused = seconds["learned fused"]
         for i, (name, s) in enumerate(seconds.items()):
-            rows.append([f"{label} ({n} params)" if i == 0 else "", name, s * 1e3,
+            rows.append([f"{label}, {n} params" if i == 0 else "", name, s * 1e3,
                          n / s / 1e6, n / s / limit, s / fused])
     print(_common.table(
         ["model", "variant", "ms/step", "M coords/s", "of matmul limit", "time / fused"], rows))

@@ -3,10 +3,12 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import keras_learned_opt as klo
 from keras_learned_opt.fused import plan_groups
+
+tensorflow_only = pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                                     reason="TensorFlow-specific behaviour")
 
 # fused options under test: everything in one call, the default grouping, and
 # groups so small that variables are split over several calls and some run alone.
@@ -90,6 +92,7 @@ def test_fused_matches_per_variable(random_weight_file, variant):
     assert np.abs(np.asarray(fused.optimizer._state_slots[0][0])).sum() > 0
 
 
+@tensorflow_only
 def test_fused_under_xla_matches_per_variable_graph(random_weight_file):
     per_variable = _compiled(random_weight_file, fused=False)
     fused = _compiled(random_weight_file, jit=True, fused=True)
@@ -226,7 +229,10 @@ def test_bfloat16_state_tracks_float32_state(random_weight_file):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-3)
 
 
+@tensorflow_only
 def test_distribution_strategy_falls_back_to_per_variable(random_weight_file):
+    import tensorflow as tf
+
     strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
     with strategy.scope():
         model = _compiled(random_weight_file, fused=True)
@@ -251,6 +257,7 @@ def test_options_in_config_and_validated(random_weight_file):
             klo.LearnedOptimizer(random_weight_file, **bad)
 
 
+@tensorflow_only
 def test_auto_is_fused_on_tensorflow(random_weight_file):
     assert klo.LearnedOptimizer(random_weight_file).uses_fused_path
 
