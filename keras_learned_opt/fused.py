@@ -65,6 +65,27 @@ def plan_groups(sizes: Sequence[int], max_rows: int | None,
     return groups
 
 
+def plan_waves(rows: Sequence[int], max_rows: int | None) -> list[list[int]]:
+    """Consecutive group indices in waves of about ``max_rows`` coordinates.
+
+    A wave closes once it holds ``max_rows`` coordinates or more, so each wave
+    but the last holds at least that many (and at most one group more).
+    ``None`` or ``0``: one wave.
+    """
+    waves: list[list[int]] = []
+    current: list[int] = []
+    total = 0
+    for index, n in enumerate(rows):
+        current.append(index)
+        total += n
+        if max_rows and total >= max_rows:
+            waves.append(current)
+            current, total = [], 0
+    if current:
+        waves.append(current)
+    return waves
+
+
 def _split(tensor: Any, sizes: Sequence[int]) -> list:
     """``tensor`` split along axis 0 into pieces of ``sizes`` rows."""
     if len(sizes) == 1:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import keras_learned_opt as klo
-from keras_learned_opt.fused import plan_groups
+from keras_learned_opt.fused import plan_groups, plan_waves
 
 tensorflow_only = pytest.mark.skipif(keras.backend.backend() != "tensorflow",
                                      reason="TensorFlow-specific behaviour")
@@ -273,3 +273,13 @@ def test_plan_groups(sizes, max_rows, alone, expected):
     groups = plan_groups(sizes, max_rows, alone)
     assert sorted(groups) == sorted(expected)
     assert sorted(i for g in groups for i in g) == list(range(len(sizes)))
+
+
+@pytest.mark.parametrize("rows,max_rows,expected", [
+    ([5, 3, 9], 0, [[0, 1, 2]]),
+    ([5, 3, 9, 1], 8, [[0, 1], [2], [3]]),
+    ([2, 2, 2], 100, [[0, 1, 2]]),
+    ([], 8, []),
+])
+def test_plan_waves(rows, max_rows, expected):
+    assert plan_waves(rows, max_rows) == expected
