@@ -27,7 +27,7 @@ VARIANTS = {
     "learned fused (default grouping)": {"fused": True},
     "learned fused, one call for all": {"fused": True, "fused_alone_size": 0,
                                         "fused_group_size": 0},
-    "learned fused, fused_group_size=2**16": {"fused": True, "fused_group_size": 2**16},
+    "learned fused, fused_group_size=2**18": {"fused": True, "fused_group_size": 2**18},
     "learned fused, bf16 state": {"fused": True, "state_dtype": "bfloat16"},
     "learned per-variable, bf16 state": {"fused": False, "state_dtype": "bfloat16"},
 }
