@@ -38,3 +38,9 @@ wheel: setup
 
 clean:
 	rm -rf build dist *.egg-info
+
+benchmarks: setup
+	$(PY) benchmarks/update_throughput.py
+	$(PY) benchmarks/fit_step_ratio.py --xla
+	$(PY) benchmarks/memory.py
+	$(PY) benchmarks/meta_train_throughput.py

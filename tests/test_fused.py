@@ -1,0 +1,285 @@
+"""The fused update path (one network call per group of variables) against the per-variable one."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_learned_opt as klo
+from keras_learned_opt.fused import plan_groups, plan_waves
+
+tensorflow_only = pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                                     reason="TensorFlow-specific behaviour")
+
+# fused options under test: everything in one call, the default grouping, and
+# groups so small that variables are split over several calls and some run alone.
+FUSED_VARIANTS = {
+    "one_call": {"fused": True, "fused_alone_size": 0, "fused_group_size": 0},
+    "default": {"fused": True},
+    "many_groups": {"fused": True, "fused_group_size": 40},
+}
+
+
+@keras.saving.register_keras_serializable(package="test_fused")
+class Scale(keras.layers.Layer):
+    """Multiplies by one trainable scalar: a variable of shape ()."""
+
+    def build(self, input_shape):
+        self.alpha = self.add_weight(shape=(), initializer="ones", name="alpha")
+
+    def call(self, x):
+        return x * self.alpha
+
+
+def _model(seed=0):
+    """Conv kernel [3,3,1,4], matrices, vectors, a scalar and an embedding (sparse grads)."""
+    keras.utils.set_random_seed(seed)
+    image = keras.Input((6, 6, 1), name="image")
+    tokens = keras.Input((3,), dtype="int32", name="tokens")
+    x = keras.layers.Conv2D(4, 3, activation="tanh", name="conv")(image)
+    x = keras.layers.Dense(5, name="mid")(keras.layers.Flatten()(x))
+    e = keras.ops.mean(keras.layers.Embedding(10, 5, name="embed")(tokens), axis=1)
+    x = Scale(name="scale")(x + e)
+    return keras.Model([image, tokens], keras.layers.Dense(3, name="head")(x))
+
+
+def _data(n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    image = rng.normal(size=(n, 6, 6, 1)).astype("float32")
+    tokens = rng.integers(0, 10, size=(n, 3)).astype("int32")
+    y = rng.integers(0, 3, size=n)
+    return (image, tokens), y
+
+
+def _compiled(weight_file, lr=0.01, jit=False, **options):
+    model = _model()
+    model.compile(optimizer=klo.LearnedOptimizer(weight_file, learning_rate=lr, **options),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  jit_compile=jit)
+    return model
+
+
+def _steps(model, start, stop, batch=16):
+    (image, tokens), y = _data()
+    for i in range(start, stop):
+        sl = slice((i * batch) % len(y), (i * batch) % len(y) + batch)
+        model.train_on_batch([image[sl], tokens[sl]], y[sl])
+
+
+def _assert_same_state(a, b, atol=1e-6):
+    for x, y in zip(a.weights, b.weights):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=atol, err_msg=x.path)
+    assert [v.name for v in a.optimizer.variables] == [v.name for v in b.optimizer.variables]
+    for x, y in zip(a.optimizer.variables, b.optimizer.variables):
+        assert x.shape == y.shape and x.dtype == y.dtype
+        np.testing.assert_allclose(np.asarray(x, "float32"), np.asarray(y, "float32"),
+                                   atol=atol, err_msg=x.name)
+
+
+def test_model_has_the_shapes_under_test(random_weight_file):
+    shapes = {tuple(v.shape) for v in _model().trainable_variables}
+    assert {(), (4,), (3, 3, 1, 4), (64, 5), (10, 5)} <= shapes
+
+
+@pytest.mark.parametrize("variant", sorted(FUSED_VARIANTS))
+def test_fused_matches_per_variable(random_weight_file, variant):
+    per_variable = _compiled(random_weight_file, fused=False)
+    fused = _compiled(random_weight_file, **FUSED_VARIANTS[variant])
+    _steps(per_variable, 0, 5)
+    _steps(fused, 0, 5)
+    assert fused.optimizer.uses_fused_path and not per_variable.optimizer.uses_fused_path
+    _assert_same_state(per_variable, fused)
+    # The state really moved (a vacuous comparison of zeros would pass too).
+    assert np.abs(np.asarray(fused.optimizer._state_slots[0][0])).sum() > 0
+
+
+@tensorflow_only
+def test_fused_under_xla_matches_per_variable_graph(random_weight_file):
+    per_variable = _compiled(random_weight_file, fused=False)
+    fused = _compiled(random_weight_file, jit=True, fused=True)
+    _steps(per_variable, 0, 4)
+    _steps(fused, 0, 4)
+    _assert_same_state(per_variable, fused, atol=1e-5)
+
+
+def test_save_load_fused_continues_like_per_variable(tmp_path, random_weight_file):
+    straight = _compiled(random_weight_file, fused=False)
+    _steps(straight, 0, 6)
+    first = _compiled(random_weight_file, fused=True, fused_alone_size=0)
+    _steps(first, 0, 3)
+    first.save(tmp_path / "m.keras")
+    resumed = keras.models.load_model(tmp_path / "m.keras")
+    assert resumed.optimizer.get_config() == first.optimizer.get_config()
+    for a, b in zip(first.optimizer.variables, resumed.optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    _steps(resumed, 3, 6)
+    _assert_same_state(straight, resumed)
+
+
+def test_checkpoints_move_between_paths(tmp_path, random_weight_file):
+    """Same slot names, shapes and order: weights saved by one path load into the other."""
+    fused = _compiled(random_weight_file, fused=True)
+    _steps(fused, 0, 3)
+    fused.save_weights(tmp_path / "w.weights.h5")
+    per_variable = _compiled(random_weight_file, fused=False)
+    per_variable.optimizer.build(per_variable.trainable_variables)
+    per_variable.load_weights(tmp_path / "w.weights.h5")
+    _assert_same_state(fused, per_variable, atol=0)
+    _steps(fused, 3, 5)
+    _steps(per_variable, 3, 5)
+    _assert_same_state(fused, per_variable)
+
+
+def _apply_twice(weight_file, bad_gradient, **options):
+    """Two ``apply`` calls on three variables; the second has ``bad_gradient`` for the middle one."""
+    variables = [keras.Variable(np.full(shape, 0.5, "float32"), name=f"v{i}")
+                 for i, shape in enumerate([(3, 2), (4,), ()])]
+    opt = klo.LearnedOptimizer(weight_file, learning_rate=0.1, **options)
+    good = [np.full(v.shape, 0.3, "float32") for v in variables]
+    opt.apply(good, variables)
+    before = [np.asarray(v).copy() for v in variables]
+    state = [[np.asarray(s).copy() for s in slots] for slots in opt._state_slots]
+    opt.apply([good[0], bad_gradient, good[2]], variables)
+    return opt, variables, before, state
+
+
+@pytest.mark.parametrize("options", [{"fused": False}, *FUSED_VARIANTS.values()],
+                         ids=["per_variable", *sorted(FUSED_VARIANTS)])
+def test_non_finite_gradient_skips_only_its_variable(random_weight_file, options):
+    bad = np.array([0.5, np.nan, 0.1, np.inf], "float32")
+    opt, variables, before, state = _apply_twice(random_weight_file, bad, **options)
+    reference, ref_vars, _, _ = _apply_twice(random_weight_file, np.full(4, 0.3, "float32"),
+                                             fused=False)
+    np.testing.assert_array_equal(np.asarray(variables[1]), before[1])
+    for old, slot in zip(state[1], opt._state_slots[1]):
+        np.testing.assert_array_equal(old, np.asarray(slot))
+    for i in (0, 2):  # the others step exactly as they would without the bad variable
+        assert not np.array_equal(np.asarray(variables[i]), before[i])
+        np.testing.assert_allclose(np.asarray(variables[i]), np.asarray(ref_vars[i]), atol=1e-6)
+        for slot, ref in zip(opt._state_slots[i], reference._state_slots[i]):
+            np.testing.assert_allclose(np.asarray(slot), np.asarray(ref), atol=1e-6)
+    assert all(np.isfinite(np.asarray(v)).all() for v in opt.variables)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_non_finite_update_skips_variables(random_weight_file, fused):
+    var = keras.Variable(np.ones((2, 3), "float32"))
+    opt = klo.LearnedOptimizer(random_weight_file, learning_rate=1e30, fused=fused)
+    opt.build([var])
+    opt._network_weights["output/bias"].assign(np.full((1,), 1e30, "float32"))
+    opt.apply([np.full((2, 3), 0.1, "float32")], [var])  # update 1e59 overflows to inf
+    np.testing.assert_array_equal(np.asarray(var), np.ones((2, 3)))
+    assert all(not np.asarray(s).any() for s in opt._state_slots[0])
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"clipnorm": 0.5}, {"global_clipnorm": 0.5}, {"clipvalue": 0.01}, {"weight_decay": 0.05},
+    {"use_ema": True, "ema_overwrite_frequency": 2}, {"gradient_accumulation_steps": 2},
+], ids=lambda k: next(iter(k)))
+def test_keras_options_agree_between_paths(random_weight_file, kwargs):
+    models = [_compiled(random_weight_file, fused=f, **kwargs) for f in (False, True)]
+    for model in models:
+        _steps(model, 0, 4)
+    _assert_same_state(*models)
+
+
+def test_loss_scale_optimizer_agrees_between_paths(random_weight_file):
+    results = []
+    for fused in (False, True):
+        model = _model()
+        inner = klo.LearnedOptimizer(random_weight_file, learning_rate=0.01, fused=fused)
+        model.compile(optimizer=keras.optimizers.LossScaleOptimizer(inner),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        _steps(model, 0, 3)
+        results.append([np.asarray(w) for w in model.weights])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_bfloat16_state(tmp_path, random_weight_file, fused):
+    model = _compiled(random_weight_file, fused=fused, state_dtype="bfloat16")
+    _steps(model, 0, 3)
+    slots = [s for group in model.optimizer._state_slots for s in group]
+    assert all(s.dtype == "bfloat16" for s in slots)
+    assert all(np.asarray(n).dtype == "float32" for n in model.optimizer._network_weights.values())
+    assert any(np.abs(np.asarray(s, "float32")).sum() > 0 for s in slots)
+    model.save(tmp_path / "m.keras")
+    resumed = keras.models.load_model(tmp_path / "m.keras")
+    for a, b in zip(model.optimizer.variables, resumed.optimizer.variables):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(np.asarray(a, "float32"), np.asarray(b, "float32"))
+    _steps(model, 3, 5)
+    _steps(resumed, 3, 5)
+    _assert_same_state(model, resumed)
+
+
+def test_bfloat16_state_agrees_between_paths(random_weight_file):
+    """Same math; a float32 rounding difference can flip one bfloat16 rounding (2^-8)."""
+    models = [_compiled(random_weight_file, fused=f, state_dtype="bfloat16") for f in (False, True)]
+    for model in models:
+        _steps(model, 0, 3)
+    _assert_same_state(*models, atol=1e-2)
+
+
+def test_bfloat16_state_tracks_float32_state(random_weight_file):
+    models = [_compiled(random_weight_file, state_dtype=d) for d in ("float32", "bfloat16")]
+    for model in models:
+        _steps(model, 0, 3)
+    for a, b in zip(models[0].weights, models[1].weights):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-3)
+
+
+@tensorflow_only
+def test_distribution_strategy_falls_back_to_per_variable(random_weight_file):
+    import tensorflow as tf
+
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    with strategy.scope():
+        model = _compiled(random_weight_file, fused=True)
+        assert not model.optimizer.uses_fused_path
+    assert not model.optimizer.uses_fused_path  # created under the strategy: stays per-variable
+    reference = _compiled(random_weight_file, fused=True)
+    assert reference.optimizer.uses_fused_path
+    _steps(model, 0, 3)
+    _steps(reference, 0, 3)
+    _assert_same_state(model, reference)
+
+
+def test_options_in_config_and_validated(random_weight_file):
+    opt = klo.LearnedOptimizer(random_weight_file, fused=False, fused_group_size=7,
+                               fused_alone_size=3)
+    config = opt.get_config()
+    assert (config["fused"], config["fused_group_size"], config["fused_alone_size"]) == (False, 7, 3)
+    assert klo.LearnedOptimizer.from_config(config).get_config() == config
+    assert klo.LearnedOptimizer(random_weight_file).get_config()["fused"] == "auto"
+    for bad in ({"fused": "yes"}, {"fused_group_size": -1}, {"fused_alone_size": 1.5}):
+        with pytest.raises(ValueError):
+            klo.LearnedOptimizer(random_weight_file, **bad)
+
+
+@tensorflow_only
+def test_auto_is_fused_on_tensorflow(random_weight_file):
+    assert klo.LearnedOptimizer(random_weight_file).uses_fused_path
+
+
+@pytest.mark.parametrize("sizes,max_rows,alone,expected", [
+    ([5, 3, 9], 0, 0, [[0, 1, 2]]),
+    ([5, 3, 9], 10, 0, [[0, 1], [2]]),
+    ([5, 3, 9, 1], 10, 4, [[0], [2], [1, 3]]),
+    ([5, 3, 20, 2, 2], 8, 100, [[0, 1], [2], [3, 4]]),  # alone is capped by max_rows
+    ([], 8, 4, []),
+])
+def test_plan_groups(sizes, max_rows, alone, expected):
+    groups = plan_groups(sizes, max_rows, alone)
+    assert sorted(groups) == sorted(expected)
+    assert sorted(i for g in groups for i in g) == list(range(len(sizes)))
+
+
+@pytest.mark.parametrize("rows,max_rows,expected", [
+    ([5, 3, 9], 0, [[0, 1, 2]]),
+    ([5, 3, 9, 1], 8, [[0, 1], [2], [3]]),
+    ([2, 2, 2], 100, [[0, 1, 2]]),
+    ([], 8, []),
+])
+def test_plan_waves(rows, max_rows, expected):
+    assert plan_waves(rows, max_rows) == expected
