@@ -1,6 +1,6 @@
 """`make demo`: the learned optimizer training a vision model beside tuned Adam.
 
-    python -m keras_learned_opt.demo [--problem fmnist_cnn] [--steps 200] [--seeds 3]
+    python -m keras_learned_opt.demo [--problem fmnist_mlp] [--steps 100] [--seeds 3]
 
 Loads Fashion-MNIST (Debian package, else the Keras cache, else a download),
 trains the model from the same initializations on the same minibatches with
@@ -20,10 +20,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m keras_learned_opt.demo", description=__doc__)
-    parser.add_argument("--problem", default="fmnist_cnn",
+    parser.add_argument("--problem", default="fmnist_mlp",
                         help="fmnist_mlp, fmnist_cnn, ... (see keras_learned_opt.problems)")
     parser.add_argument("--weights", default=None, help="bundled name or file; default: the default")
-    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--out", default="demo-results", help="folder for JSON and plot")
     args = parser.parse_args(argv)

@@ -4,7 +4,7 @@ An ``Embedding`` layer on the TensorFlow backend gets its gradient as
 ``tf.IndexedSlices``: ``values [k, *row_shape]`` for the ``k`` looked-up rows
 (``indices [k]``, duplicates allowed). Densifying it runs the LSTM on every
 coordinate of the table each step, which for a 100k x 32 table costs seconds
-(see ``benchmarks/sparse_embedding.py`` and ``docs/backends.md``). This path
+(see ``benchmarks/sparse_embedding.py`` and README.md, "Backends and scale"). This path
 runs the LSTM only on the looked-up rows and leaves every other row, and its
 hidden state, untouched ("lazy" semantics, like sparse Adagrad or LazyAdam).
 For the rows it does update, the result is the one the dense computation gives
