@@ -116,7 +116,7 @@ def masked_step(
         non-finite gradient or update) and its new state list (the old state
         for such a variable).
     """
-    sizes = [int(g.shape[0]) for g in gradients]
+    sizes = [g.shape[0] for g in gradients]  # static except for a lone sparse gradient
     if len(gradients) == 1:
         gradient, state = gradients[0], list(states[0])
     else:

@@ -21,9 +21,8 @@ import sys
 from typing import Any, Sequence
 
 import keras
-from keras import ops
 
-from keras_learned_opt.network import apply_network
+from keras_learned_opt.fused import masked_step
 
 SPARSE_UPDATES = ("rows", "dense")
 
@@ -71,22 +70,17 @@ def rows_update_step(
         tf.reshape(tf.cast(tf.gather(_tensor(s), indices), "float32"), [-1, s.shape[-1]])
         for s in slots
     ]
-    update, new_state = apply_network(
-        optimizer._network_weights, optimizer.network_config, grad, old_state,
-        optimizer.iterations + 1,
+    # The same masked step as the dense path, so the same NaN policy: a
+    # non-finite gradient or update on any touched row skips the whole
+    # variable, state included.
+    (update,), (new_state,) = masked_step(
+        optimizer._network_weights, optimizer.network_config, [grad], [old_state],
+        optimizer.iterations + 1, learning_rate,
     )
-    update = update * ops.cast(learning_rate, "float32")
-    # Same NaN policy as the dense path: a non-finite gradient or update on any
-    # touched row skips the whole variable, state included.
-    finite = tf.logical_and(
-        tf.reduce_all(tf.math.is_finite(grad)), tf.reduce_all(tf.math.is_finite(update))
-    )
-    for slot, old, new in zip(slots, old_state, new_state):
-        kept = tf.where(finite, new, old)
+    for slot, new in zip(slots, new_state):
         row_shape = [int(d) for d in tuple(slot.shape)[1:]]
-        optimizer.assign(slot, tf.IndexedSlices(tf.reshape(kept, [-1, *row_shape]), indices))
+        optimizer.assign(slot, tf.IndexedSlices(tf.reshape(new, [-1, *row_shape]), indices))
     old_rows = tf.gather(_tensor(variable), indices)
-    update = tf.where(finite, update, tf.zeros_like(update))
     # var + cast(update) in the variable's dtype, exactly as assign_add does densely.
     new_rows = old_rows + tf.cast(tf.reshape(update, tf.shape(old_rows)), old_rows.dtype)
     optimizer.assign(variable, tf.IndexedSlices(new_rows, indices))
