@@ -27,36 +27,14 @@ from keras_learned_opt.unroll import Unroller
 class PerVariableUnroller(Unroller):
     """``Unroller`` with one network call per parameter tensor and lane (for comparison)."""
 
-    def _steps(self, weights, params, state, task, batches, step0, tape=None):
-        losses = []
-        rows = self.sizes * self.lanes
-        for t in range(self.unroll):
-            lane_losses, flat_grads = [], []
-            for k in range(self.lanes):
-                with tf.GradientTape() as inner:
-                    inner.watch(params[k])
-                    loss = self.problem.loss(
-                        params[k], [a[k] for a in task], [b[k, t] for b in batches])
-                if tape is not None:
-                    with tape.stop_recording():
-                        grads = inner.gradient(loss, params[k])
-                else:
-                    grads = inner.gradient(loss, params[k])
-                lane_losses.append(loss)
-                flat_grads += [tf.stop_gradient(tf.reshape(g, [-1])) for g in grads]
-            pieces = [tf.split(s, rows) for s in state]
-            updates, new_pieces = [], []
-            for j, gradient in enumerate(flat_grads):
-                update, new = apply_network(
-                    weights, self.config, gradient, [p[j] for p in pieces], step0 + t + 1)
-                updates.append(update)
-                new_pieces.append(new)
-            state = [tf.concat([n[i] for n in new_pieces], 0) for i in range(len(state))]
-            it = iter(updates)
-            params = [[p + tf.reshape(next(it), s) for p, s in zip(lane, self.shapes)]
-                      for lane in params]
-            losses.append(tf.stack(lane_losses))
-        return params, state, tf.stack(losses)
+    def _network_step(self, weights, flat_grads, state, step):
+        pieces = [tf.split(s, self.sizes * self.lanes) for s in state]
+        updates, new_pieces = [], []
+        for j, gradient in enumerate(flat_grads):
+            update, new = apply_network(weights, self.config, gradient, [p[j] for p in pieces], step)
+            updates.append(update)
+            new_pieces.append(new)
+        return updates, [tf.concat([n[i] for n in new_pieces], 0) for i in range(len(state))]
 
 
 def problem(real: bool) -> KerasProblem:

@@ -40,6 +40,7 @@ from typing import Any, Callable, Mapping, Sequence
 import keras
 import numpy as np
 
+from keras_learned_opt.optimizer_specs import check_fresh_optimizer
 from keras_learned_opt.problems import sample_batch_indices
 
 
@@ -181,15 +182,7 @@ class FitRunner:
     """
 
     def __init__(self, problem: FitProblem, optimizer: keras.optimizers.Optimizer) -> None:
-        if not isinstance(optimizer, keras.optimizers.Optimizer):
-            raise TypeError(
-                f"optimizer must be a keras.optimizers.Optimizer instance, got {type(optimizer).__name__}"
-            )
-        if optimizer.built:
-            raise ValueError(
-                "train the problem with a fresh optimizer instance: this one is already built "
-                "for other variables"
-            )
+        check_fresh_optimizer(optimizer)
         self.problem = problem
         self.optimizer = optimizer
         self.model: keras.Model | None = None

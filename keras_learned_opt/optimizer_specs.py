@@ -14,7 +14,7 @@ For an optimizer not listed here, build an ``OptimizerSpec`` yourself::
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Any, Callable
 
 import keras
 
@@ -88,3 +88,17 @@ def parse_optimizer_spec(spec: str | OptimizerSpec) -> OptimizerSpec:
         f"unknown optimizer spec '{spec}'; use one of {sorted(HAND_MADE)} or "
         "'learned:<bundled name or weight file>'"
     )
+
+
+def check_fresh_optimizer(optimizer: Any) -> None:
+    """Refuse anything but an unbuilt Keras optimizer, with a clear error."""
+    if not isinstance(optimizer, keras.optimizers.Optimizer):
+        raise TypeError(
+            f"optimizer must be a keras.optimizers.Optimizer instance, got {type(optimizer).__name__}"
+        )
+    if optimizer.built:
+        # Its slots belong to other variables; applying it here would fail obscurely.
+        raise ValueError(
+            "train the problem with a fresh optimizer instance: this one is already built "
+            "for other variables"
+        )

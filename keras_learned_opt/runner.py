@@ -21,6 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_learned_opt.optimizer_specs import check_fresh_optimizer
 from keras_learned_opt.problems import Problem
 
 
@@ -42,16 +43,7 @@ class ProblemRunner:
     """
 
     def __init__(self, problem: Problem, optimizer: keras.optimizers.Optimizer) -> None:
-        if not isinstance(optimizer, keras.optimizers.Optimizer):
-            raise TypeError(
-                f"optimizer must be a keras.optimizers.Optimizer instance, got {type(optimizer).__name__}"
-            )
-        if optimizer.built:
-            # Its slots belong to other variables; applying it here would fail obscurely.
-            raise ValueError(
-                "train the problem with a fresh optimizer instance: this one is already built "
-                "for other variables"
-            )
+        check_fresh_optimizer(optimizer)
         self.problem = problem
         self.optimizer = optimizer
         self.variables: list[keras.Variable] | None = None

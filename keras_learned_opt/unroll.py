@@ -48,27 +48,38 @@ class Unroller:
     def initial_state(self) -> list:
         return zero_state(self.config, self.coordinates)
 
+    def _lane_gradients(self, params, task, batches, t, tape=None):
+        """Step ``t``'s loss of every lane and its flat gradients (constants, ``[n_k]`` each)."""
+        lane_losses, flat_grads = [], []
+        for k in range(self.lanes):
+            with tf.GradientTape() as inner:
+                inner.watch(params[k])
+                loss = self.problem.loss(
+                    params[k], [a[k] for a in task], [b[k, t] for b in batches]
+                )
+            if tape is not None:
+                with tape.stop_recording():
+                    grads = inner.gradient(loss, params[k])
+            else:
+                grads = inner.gradient(loss, params[k])
+            lane_losses.append(loss)
+            flat_grads += [tf.stop_gradient(tf.reshape(g, [-1])) for g in grads]
+        return lane_losses, flat_grads
+
+    def _network_step(self, weights, flat_grads, state, step):
+        """Updates (one ``[n_k]`` per tensor, lanes in order) and the new state,
+        from one network call over all coordinates."""
+        update, state = apply_network(weights, self.config, tf.concat(flat_grads, axis=0),
+                                      state, step)
+        return tf.split(update, self.sizes * self.lanes), state
+
     def _steps(self, weights, params, state, task, batches, step0, tape=None):
         """Run ``unroll`` steps; returns (params, state, losses [unroll, lanes])."""
         losses = []
         for t in range(self.unroll):
-            lane_losses, flat_grads = [], []
-            for k in range(self.lanes):
-                with tf.GradientTape() as inner:
-                    inner.watch(params[k])
-                    loss = self.problem.loss(
-                        params[k], [a[k] for a in task], [b[k, t] for b in batches]
-                    )
-                if tape is not None:
-                    with tape.stop_recording():
-                        grads = inner.gradient(loss, params[k])
-                else:
-                    grads = inner.gradient(loss, params[k])
-                lane_losses.append(loss)
-                flat_grads += [tf.reshape(g, [-1]) for g in grads]
-            gradient = tf.stop_gradient(tf.concat(flat_grads, axis=0))
-            update, state = apply_network(weights, self.config, gradient, state, step0 + t + 1)
-            pieces = iter(tf.split(update, self.sizes * self.lanes))
+            lane_losses, flat_grads = self._lane_gradients(params, task, batches, t, tape)
+            updates, state = self._network_step(weights, flat_grads, state, step0 + t + 1)
+            pieces = iter(updates)
             params = [
                 [p + tf.reshape(next(pieces), s) for p, s in zip(lane, self.shapes)]
                 for lane in params
