@@ -15,9 +15,11 @@ lanes, ``state`` tensors are ``[k * N, width]``, ``task`` arrays ``[k, ...]``,
 truncation batches ``[k, unroll, ...]``. Returned ``losses`` are gathered to
 ``[unroll, lanes]`` in lane order.
 
-Single-host strategies (``tf.distribute.MirroredStrategy``, including logical
-devices) are supported; the checkpoint and output files are written by the
-one process.
+Works with ``tf.distribute.MirroredStrategy`` (local devices, including
+logical ones) and ``tf.distribute.MultiWorkerMirroredStrategy`` (one process
+per machine, ``TF_CONFIG``); every worker builds the episodes of all lanes from
+the same seeds and keeps only its replicas' lanes. ``MetaTrainer`` writes the
+checkpoint and output files from the chief worker only.
 """
 
 from __future__ import annotations
@@ -56,12 +58,12 @@ class ReplicatedUnroller:
 
     def _per_replica(self, value_fn: Callable[[int], Any]) -> Any:
         """A (nest of) per-replica value(s): ``value_fn(replica_id)`` on each replica's device."""
-        devices = self.strategy.extended.worker_devices
+        devices = self.strategy.extended.worker_devices  # this worker's replicas only
 
         def on_device(context):
-            replica = context.replica_id_in_sync_group
+            replica = context.replica_id_in_sync_group  # global: worker * local + local
             # MirroredStrategy calls value_fn without a device scope: copy explicitly.
-            with tf.device(devices[replica]):
+            with tf.device(devices[replica % len(devices)]):
                 return tf.nest.map_structure(tf.identity, value_fn(replica))
 
         return self.strategy.experimental_distribute_values_from_function(on_device)

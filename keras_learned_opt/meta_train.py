@@ -141,10 +141,14 @@ class MetaTrainer:
         command: the command line recorded in provenance.
         tensorboard: a folder for TensorBoard scalars, or None.
         verbose: 1 shows a progress bar, 0 is silent.
-        strategy: a single-host ``tf.distribute`` strategy (e.g. MirroredStrategy)
-            to split each episode's lanes over its replicas, data-parallel; the
-            meta-gradients are all-reduced (see ``distributed_unroll``). ``lanes``
-            must be a multiple of its replica count. None runs on one device.
+        strategy: a ``tf.distribute`` strategy (MirroredStrategy, or
+            MultiWorkerMirroredStrategy for several machines) to split each
+            episode's lanes over its replicas, data-parallel; the meta-gradients
+            are all-reduced (see ``distributed_unroll``). ``lanes`` must be a
+            multiple of its replica count. None runs on one device. Under several
+            workers only the chief validates and writes the checkpoint and the
+            output; every worker must resume from the same checkpoint (a shared
+            folder), which is checked.
     """
 
     def __init__(self, config: MetaTrainConfig, out: str | os.PathLike,
@@ -170,6 +174,8 @@ class MetaTrainer:
         self.description = description
         self.problems = [get_problem(name) for name in config.problems]
         self.strategy = strategy
+        # MultiWorkerMirroredStrategy names one chief; other strategies run in one process.
+        self.is_chief = strategy is None or bool(getattr(strategy.extended, "should_checkpoint", True))
         train_unroller: Any = Unroller
         if strategy is not None:
             from keras_learned_opt.distributed_unroll import ReplicatedUnroller
@@ -210,7 +216,8 @@ class MetaTrainer:
         self.history: list[dict] = []
         self.train_seconds = 0.0
         self.coordinate_steps = 0
-        self._writer = tf.summary.create_file_writer(tensorboard) if tensorboard else None
+        self._writer = (tf.summary.create_file_writer(tensorboard)
+                        if tensorboard and self.is_chief else None)
 
     def _initial_arrays(self) -> dict:
         """Fresh weights, or those of ``init_from`` (fine-tuning an existing optimizer)."""
@@ -228,7 +235,19 @@ class MetaTrainer:
         return start.arrays
 
     # ----- checkpoints -------------------------------------------------------------
+    def _all_workers(self, value: float) -> np.ndarray:
+        """``value`` as every replica of the strategy has it, ``[replicas]``, so that
+        all workers take the same decision (resume point, when to stop)."""
+        if self.strategy is None:
+            return np.array([value])
+        import tensorflow as tf
+
+        per_replica = self.strategy.run(lambda: tf.constant([value], tf.float64))
+        return self.strategy.gather(per_replica, axis=0).numpy()
+
     def save_checkpoint(self) -> None:
+        if not self.is_chief:
+            return
         meta = {
             "fingerprint": self.config.fingerprint(),
             "episode": self.episode,
@@ -331,6 +350,8 @@ class MetaTrainer:
         return float(np.mean(np.log(values)))
 
     def write_output(self) -> None:
+        if not self.is_chief:
+            return
         from keras_learned_opt.weights import default_provenance, save_weight_file
 
         provenance = default_provenance(
@@ -359,6 +380,8 @@ class MetaTrainer:
         save_weight_file(self.out, self.best_weights, self.network_config, provenance, description)
 
     def _validate_and_keep_best(self) -> dict[str, float]:
+        if not self.is_chief:  # selection happens where the output is written
+            return {}
         validation = self.validate()
         score = self.score(validation)
         if score < self.best_score:
@@ -372,6 +395,10 @@ class MetaTrainer:
         import keras
 
         self.load_checkpoint()
+        if len(set(self._all_workers(self.episode))) > 1:
+            raise RuntimeError(
+                f"workers resumed at different episodes (this one at {self.episode}): every "
+                f"worker must read the chief's checkpoint {self.checkpoint} (use a shared folder)")
         cfg = self.config
         if self.episode == 0 and not self.history:
             self._validate_and_keep_best()  # the starting point is a candidate too
@@ -386,7 +413,8 @@ class MetaTrainer:
             self.train_seconds += time.monotonic() - tic
             self.episode += 1
             values = [("meta_loss", meta_loss), ("skipped", self.skipped_meta_steps)]
-            if self.episode % cfg.validate_every == 0 or self.episode == cfg.episodes:
+            if self.is_chief and (self.episode % cfg.validate_every == 0
+                                  or self.episode == cfg.episodes):
                 validation = self._validate_and_keep_best()
                 values += [("val", self.score(validation)), ("best", self.best_score)]
                 self._summaries(meta_loss, validation)
@@ -394,7 +422,8 @@ class MetaTrainer:
             if self.episode % cfg.checkpoint_every == 0 or self.episode == cfg.episodes:
                 self.save_checkpoint()
             progbar.update(self.episode, values)
-            if max_seconds is not None and time.monotonic() - started > max_seconds:
+            out_of_time = max_seconds is not None and time.monotonic() - started > max_seconds
+            if self._all_workers(float(out_of_time)).any():
                 logger.warning("stopping after %.0f s at episode %d (resume with the same command)",
                                time.monotonic() - started, self.episode)
                 self.save_checkpoint()
@@ -475,12 +504,19 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--mirrored", action="store_true",
                         help="split the lanes over tf.distribute.MirroredStrategy() replicas "
                              "(all local GPUs); --lanes must be a multiple of their number")
+    parser.add_argument("--multi-worker", action="store_true",
+                        help="split the lanes over tf.distribute.MultiWorkerMirroredStrategy() "
+                             "(one process per machine, each with the same command and its own "
+                             "TF_CONFIG); the chief (worker 0) writes --out and the checkpoint, "
+                             "which must be in a folder all workers share to resume")
     parser.add_argument("--quiet", action="store_true")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
+    if args.mirrored and args.multi_worker:
+        raise SystemExit("--mirrored and --multi-worker exclude each other")
     if args.threads:
         import tensorflow as tf
 
@@ -508,15 +544,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "python -m keras_learned_opt.meta_train " + " ".join(
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     strategy = None
-    if args.mirrored:
+    if args.mirrored or args.multi_worker:
         import tensorflow as tf
 
-        strategy = tf.distribute.MirroredStrategy()
+        strategy = (tf.distribute.MultiWorkerMirroredStrategy() if args.multi_worker
+                    else tf.distribute.MirroredStrategy())
     trainer = MetaTrainer(config, args.out, command=command, tensorboard=args.tensorboard,
                           verbose=0 if args.quiet else 1, description=args.description,
                           strategy=strategy)
     max_seconds = args.max_minutes * 60 if args.max_minutes else None
     out = trainer.train(max_seconds=max_seconds)
+    if not trainer.is_chief:
+        print(f"\nworker done at episode {trainer.episode}; the chief wrote {out}")
+        return 0
     print(f"\nwrote {out}: best validation score {trainer.best_score:.4f} at episode "
           f"{trainer.best_episode}; {trainer.skipped_meta_steps} meta-steps skipped; "
           f"{trainer.coordinate_steps / max(trainer.train_seconds, 1e-9) / 1e6:.2f} M coordinate-steps/s")

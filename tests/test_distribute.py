@@ -126,3 +126,56 @@ def test_meta_trainer_spreads_lanes_over_replicas(tmp_path):
 
     start = initial_weights(NetworkConfig(hidden_sizes=(8, 8)), seed=5)
     assert not np.allclose(single["weights/output/kernel"], start["output/kernel"])  # it trained
+
+
+def _meta_train_workers(args, tmp_path, out_name, workers=2):
+    """Run the meta-train CLI as ``workers`` local processes of one
+    MultiWorkerMirroredStrategy cluster (TF_CONFIG, free loopback ports)."""
+    addresses = [f"127.0.0.1:{port}" for port in _free_ports(workers)]
+    command = [sys.executable, "-m", "keras_learned_opt.meta_train", *args, "--multi-worker",
+               "--out", str(tmp_path / out_name)]
+    processes = []
+    for index in range(workers):
+        tf_config = json.dumps({"cluster": {"worker": addresses},
+                                "task": {"type": "worker", "index": index}})
+        processes.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                          text=True, env=_env(TF_CONFIG=tf_config)))
+    outputs = []
+    try:
+        for process in processes:
+            outputs.append(process.communicate(timeout=600))
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    for process, (stdout, stderr) in zip(processes, outputs):
+        assert process.returncode == 0, stdout[-2000:] + stderr[-6000:]
+    return [stdout for stdout, _ in outputs]
+
+
+@pytest.mark.slow
+def test_meta_train_cli_over_two_local_workers(tmp_path):
+    """``meta_train --multi-worker`` as two processes (one lane each): the chief
+    alone writes the output and checkpoint, the meta-optimizer state equals a
+    one-process run of both lanes, and a longer rerun resumes on both workers."""
+    args = ["--problem", "quadratic", "--hidden", "8", "8", "--steps", "20", "--unroll", "10",
+            "--lanes", "2", "--validate-every", "2", "--validation-seeds", "2", "--meta-lr", "0.01",
+            "--seed", "5", "--threads", "1", "--quiet"]
+    for episodes in (2, 3):  # 3: both workers resume from the chief's checkpoint at episode 2
+        stdouts = _meta_train_workers([*args, "--episodes", str(episodes)], tmp_path, "mw.h5")
+        assert "the chief wrote" in stdouts[1] and "wrote" in stdouts[0]
+        single = subprocess.run(
+            [sys.executable, "-m", "keras_learned_opt.meta_train", *args, "--episodes", str(episodes),
+             "--out", str(tmp_path / "single.h5")],
+            capture_output=True, text=True, env=_env(), timeout=600)
+        assert single.returncode == 0, single.stderr[-4000:]
+        workers, alone = _load(tmp_path / "mw.h5.ckpt.npz"), _load(tmp_path / "single.h5.ckpt.npz")
+        meta = [json.loads(bytes(d.pop("meta_json")).decode()) for d in (workers, alone)]
+        assert meta[0]["episode"] == meta[1]["episode"] == episodes
+        assert sorted(workers) == sorted(alone)
+        for key in workers:
+            np.testing.assert_allclose(workers[key], alone[key], atol=1e-6, rtol=1e-5, err_msg=key)
+    # Only the chief wrote: the output, its checkpoint, and no stray temporary files.
+    assert sorted(p.name for p in tmp_path.glob("mw.h5*")) == ["mw.h5", "mw.h5.ckpt.npz"]
+    assert not list(tmp_path.glob(".mw.h5*"))
