@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
-SCRIPTS = ["update_throughput.py", "fit_step_ratio.py", "memory.py", "meta_train_throughput.py"]
+SCRIPTS = ["update_throughput.py", "fit_step_ratio.py", "memory.py", "meta_train_throughput.py",
+           "first_order_headroom.py"]
 
 
 @pytest.mark.slow
