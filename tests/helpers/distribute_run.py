@@ -26,6 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from tiny_model import tiny_classifier  # noqa: E402  (tests/helpers is sys.path[0])
 
 GLOBAL_BATCH = 32
 STEPS = 4
@@ -46,18 +47,9 @@ def data() -> tuple[np.ndarray, np.ndarray]:
 
 
 def build_model(weight_file: str):
-    import keras
-
     import keras_learned_opt as klo
 
-    model = keras.Sequential([
-        keras.Input((8,)),
-        keras.layers.Dense(16, activation="tanh", name="hidden"),
-        keras.layers.Dense(3, name="head"),
-    ])
-    rng = np.random.default_rng(1)
-    model.set_weights([rng.normal(0, 0.5, tuple(w.shape)).astype("float32") for w in model.weights])
-    return model, klo.LearnedOptimizer(weight_file, learning_rate=0.01)
+    return tiny_classifier(), klo.LearnedOptimizer(weight_file, learning_rate=0.01)
 
 
 def result(model, optimizer) -> dict[str, np.ndarray]:

@@ -25,6 +25,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_learned_opt as klo  # noqa: E402
+from tiny_model import tiny_classifier  # noqa: E402  (tests/helpers is sys.path[0])
 
 STEPS = 6
 SAVE_AT = 3
@@ -39,13 +40,7 @@ def batches() -> tuple[np.ndarray, np.ndarray]:
 
 
 def build(weight_file: str, jit: bool) -> keras.Model:
-    model = keras.Sequential([
-        keras.Input((8,)),
-        keras.layers.Dense(16, activation="tanh", name="hidden"),
-        keras.layers.Dense(3, name="head"),
-    ])
-    rng = np.random.default_rng(1)
-    model.set_weights([rng.normal(0, 0.5, tuple(w.shape)).astype("float32") for w in model.weights])
+    model = tiny_classifier()
     model.compile(
         optimizer=klo.LearnedOptimizer(weight_file, learning_rate=0.01),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
