@@ -70,12 +70,18 @@ class MetaTrainConfig:
     horizons: tuple[int, ...] = ()
     init_from: str = ""
     long_unroll: tuple[int, ...] = ()
+    validation_horizons: tuple[int, ...] = ()
 
 
     def __post_init__(self) -> None:
         self.problems = tuple(self.problems)
         self.horizons = tuple(int(h) for h in self.horizons)
         self.long_unroll = tuple(int(u) for u in self.long_unroll)
+        self.validation_horizons = tuple(int(h) for h in self.validation_horizons)
+        for steps in self.validation_horizons:
+            if steps % self.unroll:
+                raise ValueError(f"validation horizon ({steps}) must be a multiple of unroll "
+                                 f"({self.unroll})")
         if self.long_unroll and len(self.long_unroll) != 2:
             raise ValueError("long_unroll is (first episode, unroll length)")
         for steps in (self.steps, *self.horizons):
@@ -90,6 +96,7 @@ class MetaTrainConfig:
         d["problems"] = list(self.problems)
         d["horizons"] = list(self.horizons)
         d["long_unroll"] = list(self.long_unroll)
+        d["validation_horizons"] = list(self.validation_horizons)
         return d
 
     def episode_unroll(self, episode: int) -> int:
@@ -112,7 +119,7 @@ class MetaTrainConfig:
         d.pop("episodes")  # extending a finished run is allowed
         if d["loss_weighting"] == "uniform":
             d.pop("loss_weighting")
-        for key in ("horizons", "init_from", "long_unroll"):
+        for key in ("horizons", "init_from", "long_unroll", "validation_horizons"):
             if not d[key]:
                 d.pop(key)  # runs from before these options existed stay resumable
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
@@ -329,16 +336,23 @@ class MetaTrainer:
         return float(np.mean(meta_losses)) if meta_losses else math.nan
 
     def validate(self, weights: dict | None = None) -> dict[str, float]:
-        """Mean final loss (protocol metric) per problem on the validation seeds."""
+        """Mean final loss (protocol metric) per problem on the validation seeds.
+
+        Runs last ``steps`` steps, or each of ``validation_horizons`` (then the
+        keys are ``"<problem>@<steps>"``), so that selection can ask for both
+        early speed and long-run behaviour.
+        """
         from keras_learned_opt.unroll import evaluate, final_loss
 
         weights = weights or {n: v.numpy() for n, v in self.weights.items()}
         seeds = [VALIDATION_SEED_BASE + i for i in range(self.config.validation_seeds)]
+        horizons = self.config.validation_horizons or (self.config.steps,)
         return {
-            problem.name: float(np.mean(final_loss(evaluate(
-                weights, self.network_config, problem, seeds, self.config.steps,
-                unroller=unroller))))
+            problem.name + (f"@{steps}" if self.config.validation_horizons else ""):
+                float(np.mean(final_loss(evaluate(
+                    weights, self.network_config, problem, seeds, steps, unroller=unroller))))
             for problem, unroller in zip(self.problems, self.validation_unrollers)
+            for steps in horizons
         }
 
     @staticmethod
@@ -485,6 +499,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--meta-loss", choices=["mean", "log"], default="mean")
     parser.add_argument("--loss-weighting", choices=["uniform", "linear"], default="uniform",
                         help="linear: step t of an episode weighs t+1 in the meta-loss")
+    parser.add_argument("--validation-horizons", type=int, nargs="+", default=[],
+                        help="score validation runs of each of these lengths (default: --steps); "
+                             "the best weights minimize the mean log final loss over all")
     parser.add_argument("--validate-every", type=int, default=25)
     parser.add_argument("--validation-seeds", type=int, default=4)
     parser.add_argument("--checkpoint-every", type=int, default=10)
@@ -540,6 +557,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         validate_every=args.validate_every, validation_seeds=args.validation_seeds,
         checkpoint_every=args.checkpoint_every, seed=args.seed, horizons=tuple(args.horizons),
         long_unroll=tuple(args.long_unroll), init_from=args.init_from,
+        validation_horizons=tuple(args.validation_horizons),
     )
     command = "python -m keras_learned_opt.meta_train " + " ".join(
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))

@@ -11,6 +11,7 @@ import pytest
 from keras_learned_opt import problems
 from keras_learned_opt.meta_train import (
     EVALUATION_SEED_BASE,
+    VALIDATION_SEED_BASE,
     MetaTrainConfig,
     MetaTrainer,
     meta_train,
@@ -196,3 +197,25 @@ def test_init_from_and_long_unroll_curriculum(tmp_path):
     with pytest.raises(Exception, match="holds"):
         MetaTrainer(MetaTrainConfig(problems=("quadratic",), network={"hidden_sizes": [4]},
                                     init_from=str(first)), tmp_path / "c.h5", verbose=0)
+
+
+def test_validation_horizons_score_every_length(tmp_path):
+    """--validation-horizons scores each problem at each length; the selection
+    score is the mean log final loss over all of them."""
+    config = MetaTrainConfig(problems=("quadratic",), network=SMALL_NET, episodes=2, steps=20,
+                             validation_horizons=(20, 60), validate_every=2, validation_seeds=2)
+    trainer = MetaTrainer(config, tmp_path / "v.h5", verbose=0)
+    trainer.train()
+    validation = trainer.history[-1]["validation"]
+    assert sorted(validation) == ["quadratic@20", "quadratic@60"]
+    assert validation["quadratic@20"] != validation["quadratic@60"]
+    assert trainer.history[-1]["score"] == pytest.approx(np.mean(np.log(list(validation.values()))))
+    # The same numbers as evaluating the current weights directly at each length.
+    weights = {n: v.numpy() for n, v in trainer.weights.items()}
+    seeds = [VALIDATION_SEED_BASE, VALIDATION_SEED_BASE + 1]
+    for steps in (20, 60):
+        direct = final_loss(evaluate(weights, trainer.network_config,
+                                     problems.get_problem("quadratic"), seeds, steps))
+        assert validation[f"quadratic@{steps}"] == pytest.approx(float(np.mean(direct)), rel=1e-5)
+    with pytest.raises(ValueError, match="validation horizon"):
+        MetaTrainConfig(validation_horizons=(30,))
