@@ -235,7 +235,9 @@ class MetaTrainer:
         if not self.config.init_from:
             return initial_weights(self.network_config, self.config.seed)
         start = load_weight_file(self.config.init_from)
-        if start.config != self.network_config:
+        # The antisymmetric wrapper uses the same weights, so either kind starts the other.
+        if dataclasses.replace(start.config, antisymmetric=self.network_config.antisymmetric) \
+                != self.network_config:
             raise ArchitectureMismatchError(
                 f"--init-from {self.config.init_from} holds {start.config}, but this run "
                 f"trains {self.network_config}")
@@ -512,6 +514,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--input-layer", type=int, default=0)
     parser.add_argument("--output-activation", choices=["linear", "tanh"], default="linear")
     parser.add_argument("--output-scale", type=float, default=0.1)
+    parser.add_argument("--antisymmetric", action="store_true",
+                        help="odd update in the gradient: run the network on g and -g and "
+                             "take half the difference (no drift; twice the cost)")
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="stop (resumably) after this much wall time")
     parser.add_argument("--tensorboard", default=None, help="folder for TensorBoard scalars")
@@ -548,6 +553,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "output_activation": args.output_activation,
         "output_scale": args.output_scale,
     }
+    if args.antisymmetric:  # absent otherwise, so earlier runs' checkpoints stay resumable
+        network["antisymmetric"] = True
     config = MetaTrainConfig(
         problems=tuple(args.problems or ["fmnist_mlp"]), network=network,
         episodes=args.episodes, steps=args.steps, unroll=args.unroll, lanes=args.lanes,

@@ -42,6 +42,13 @@ class NetworkConfig:
             uses 20); 0 feeds the features straight into the LSTM.
         output_activation: ``"linear"`` (paper) or ``"tanh"`` (bounded).
         output_scale: the network output is multiplied by this constant.
+        antisymmetric: make the update an odd function of the gradient
+            history, ``update(-g) = -update(g)``, by running the network on
+            the gradient and on its negation (a mirrored state stream) and
+            taking half the difference. A plain network can learn a constant
+            drift (an update that does not average to zero when the gradient
+            does); harmless, even useful, within its training horizon, it
+            accumulates over longer runs. Costs twice the compute and state.
     """
 
     hidden_sizes: tuple[int, ...] = (20, 20)
@@ -51,6 +58,7 @@ class NetworkConfig:
     input_layer_size: int = 0
     output_activation: str = "linear"
     output_scale: float = 0.1
+    antisymmetric: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
@@ -75,6 +83,8 @@ class NetworkConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["hidden_sizes"] = list(self.hidden_sizes)
+        if not self.antisymmetric:
+            d.pop("antisymmetric")  # files written before the option existed read the same
         return d
 
     def to_json(self) -> str:
@@ -101,13 +111,18 @@ def state_layout(config: NetworkConfig) -> list[tuple[str, int]]:
     """Names and widths of the per-coordinate state tensors, in order.
 
     Each LSTM layer ``i`` has a hidden state ``h{i}`` and a cell state ``c{i}``;
-    ``"rnnprop"`` inputs add the running first and second moments ``m``, ``v``.
+    ``"rnnprop"`` inputs add the running first and second moments ``m``, ``v``;
+    ``antisymmetric`` adds the LSTM states of the mirrored stream (``h{i}_mirror``,
+    ``c{i}_mirror``), which sees the negated gradient.
     """
-    layout = []
+    lstm = []
     for i, units in enumerate(config.hidden_sizes):
-        layout += [(f"h{i}", units), (f"c{i}", units)]
+        lstm += [(f"h{i}", units), (f"c{i}", units)]
+    layout = list(lstm)
     if config.input_features == "rnnprop":
         layout += [("m", 1), ("v", 1)]
+    if config.antisymmetric:
+        layout += [(f"{name}_mirror", width) for name, width in lstm]
     return layout
 
 
@@ -209,8 +224,19 @@ def apply_network(
         (before the learning rate), and the new state in ``state_layout`` order.
     """
     layers = len(config.hidden_sizes)
-    lstm_state, moments = list(state[: 2 * layers]), state[2 * layers :]
+    moment_count = 2 if config.input_features == "rnnprop" else 0
+    lstm_state = list(state[: 2 * layers])
+    moments = state[2 * layers : 2 * layers + moment_count]
     x, new_moments = input_features(config, gradient, moments or None, step)
+    rows = None
+    if config.antisymmetric:
+        # The mirrored stream's features are those of -g (and of -m): LogAndSign's
+        # magnitude is even in g and its direction odd; both RNNprop features are odd.
+        parity = [1.0, -1.0] if config.input_features == "log_and_sign" else [-1.0, -1.0]
+        rows = gradient.shape[0] if gradient.shape[0] is not None else ops.shape(gradient)[0]
+        x = ops.concatenate([x, x * np.asarray(parity, "float32")], axis=0)
+        mirror = state[2 * layers + moment_count :]
+        lstm_state = [ops.concatenate([s, m], axis=0) for s, m in zip(lstm_state, mirror)]
     if config.input_layer_size:
         x = ops.elu(ops.matmul(x, weights["input/kernel"]) + weights["input/bias"])
     new_state = []
@@ -225,6 +251,10 @@ def apply_network(
     if config.output_activation == "tanh":
         out = ops.tanh(out)
     update = ops.reshape(out, (-1,)) * config.output_scale
+    if config.antisymmetric:
+        update = 0.5 * (update[:rows] - update[rows:])
+        mirrored = [s[rows:] for s in new_state]
+        return update, [s[:rows] for s in new_state] + new_moments + mirrored
     return update, new_state + new_moments
 
 

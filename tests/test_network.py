@@ -115,3 +115,68 @@ def test_config_round_trip_and_validation():
         NetworkConfig(hidden_sizes=())
     with pytest.raises(ValueError, match="unknown network configuration keys"):
         NetworkConfig.from_dict({"hidden": [20]})
+
+
+def _random_weights(config, seed=0):
+    rng = np.random.default_rng(seed)
+    return {k: rng.normal(0, 0.5, v.shape).astype(np.float32)
+            for k, v in initial_weights(config).items()}
+
+
+@pytest.mark.parametrize("features", ["log_and_sign", "rnnprop"])
+def test_antisymmetric_is_half_the_difference_of_two_streams(features):
+    """antisymmetric: update = (f(g) - f(-g)) / 2, where the mirrored stream sees
+    the negated gradient (and so the negated first moment) with its own LSTM state."""
+    plain = NetworkConfig(input_features=features, hidden_sizes=(6, 5))
+    config = NetworkConfig(input_features=features, hidden_sizes=(6, 5), antisymmetric=True)
+    weights = _random_weights(plain)
+    rng = np.random.default_rng(1)
+    grad = (rng.normal(0, 1, 9) * 10.0 ** rng.uniform(-6, 0, 9)).astype(np.float32)
+    state = [rng.normal(0, 0.5, (9, w)).astype(np.float32) for _, w in state_layout(config)]
+    names = [n for n, _ in state_layout(config)]
+    if features == "rnnprop":
+        state[names.index("v")] = np.abs(state[names.index("v")])
+    lstm = len(names) - 4 - (2 if features == "rnnprop" else 0)
+    moments = state[lstm : len(names) - 4]
+    plus_state = state[:lstm] + moments
+    minus_state = state[len(names) - 4 :] + ([-moments[0], moments[1]] if moments else [])
+    update, new_state = apply_network(weights, config, ops.convert_to_tensor(grad),
+                                      [ops.convert_to_tensor(s) for s in state], 4)
+    plus, plus_new = numpy_reference(weights, plain, grad, plus_state, 4)
+    minus, minus_new = numpy_reference(weights, plain, -grad, minus_state, 4)
+    np.testing.assert_allclose(ops.convert_to_numpy(update), 0.5 * (plus - minus), rtol=1e-5, atol=1e-6)
+    want = plus_new + minus_new[:lstm]
+    for name, got, expected in zip(names, new_state, want):
+        np.testing.assert_allclose(ops.convert_to_numpy(got), expected, rtol=1e-5, atol=1e-6,
+                                   err_msg=name)
+
+
+def test_antisymmetric_update_is_odd_and_never_drifts():
+    config = NetworkConfig(antisymmetric=True)
+    weights = _random_weights(config, seed=2)
+    rng = np.random.default_rng(3)
+    grads = rng.normal(0, 1e-2, (6, 12)).astype(np.float32)
+    grads[:, 0] = 0.0  # a coordinate whose gradient is always zero
+    runs = []
+    for sign in (1.0, -1.0):
+        state, updates = zero_state(config, 12), []
+        for t, g in enumerate(grads):
+            update, state = apply_network(weights, config, ops.convert_to_tensor(sign * g), state, t + 1)
+            updates.append(ops.convert_to_numpy(update))
+        runs.append(np.array(updates))
+    np.testing.assert_allclose(runs[0], -runs[1], atol=1e-7)
+    assert np.all(runs[0][:, 0] == 0.0)  # a plain network with these weights would drift
+    plain, _ = apply_network(weights, NetworkConfig(), ops.zeros((1,)), zero_state(NetworkConfig(), 1), 1)
+    assert abs(float(ops.convert_to_numpy(plain)[0])) > 1e-4
+
+
+def test_antisymmetric_layout_and_config():
+    config = NetworkConfig(antisymmetric=True)
+    assert config.state_floats_per_parameter == 160
+    assert [n for n, _ in state_layout(config)] == [
+        "h0", "c0", "h1", "c1", "h0_mirror", "c0_mirror", "h1_mirror", "c1_mirror"]
+    assert weight_shapes(config) == weight_shapes(NetworkConfig())
+    assert NetworkConfig.from_dict(config.to_dict()) == config
+    assert "antisymmetric" not in NetworkConfig().to_dict()  # older files read the same
+    rnnprop = NetworkConfig(input_features="rnnprop", antisymmetric=True)
+    assert [n for n, _ in state_layout(rnnprop)][4:6] == ["m", "v"]
