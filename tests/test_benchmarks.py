@@ -9,7 +9,7 @@ import pytest
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 SCRIPTS = ["update_throughput.py", "fit_step_ratio.py", "memory.py", "meta_train_throughput.py",
-           "first_order_headroom.py"]
+           "first_order_headroom.py", "update_drift.py"]
 
 
 @pytest.mark.slow
