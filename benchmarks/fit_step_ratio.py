@@ -84,6 +84,8 @@ def measure(name: str, weights: str, rounds: int, steps: int, xla: bool) -> list
     variants = {
         "Adam": fitter(build, keras.optimizers.Adam(1e-3), x, y, batch, steps, False),
         "learned fused": fitter(build, learned(fused=True), x, y, batch, steps, False),
+        "learned fused, jit_network=False": fitter(build, learned(fused=True, jit_network=False),
+                                                   x, y, batch, steps, False),
         "learned per-variable": fitter(build, learned(fused=False), x, y, batch, steps, False),
     }
     if xla:

@@ -28,13 +28,13 @@ class PerVariableUnroller(Unroller):
     """``Unroller`` with one network call per parameter tensor and lane (for comparison)."""
 
     def _network_step(self, weights, flat_grads, state, step):
-        pieces = [tf.split(s, self.sizes * self.lanes) for s in state]
+        pieces = [tf.split(s, self.sizes * self.lanes, axis=1) for s in state]
         updates, new_pieces = [], []
         for j, gradient in enumerate(flat_grads):
             update, new = apply_network(weights, self.config, gradient, [p[j] for p in pieces], step)
             updates.append(update)
             new_pieces.append(new)
-        return updates, [tf.concat([n[i] for n in new_pieces], 0) for i in range(len(state))]
+        return updates, [tf.concat([n[i] for n in new_pieces], 1) for i in range(len(state))]
 
 
 def problem(real: bool) -> KerasProblem:
@@ -80,6 +80,8 @@ def main() -> int:
     if not args.tiny:
         variants["Unroller (one call per step), 4 lanes"] = Unroller(prob, config, unroll, 4)
         variants["per-variable calls, 4 lanes"] = PerVariableUnroller(prob, config, unroll, 4)
+        variants["Unroller, XLA network call, 4 lanes"] = Unroller(prob, config, unroll, 4,
+                                                                   jit_network=True)
     runs = {name: truncation(u, weights, unroll) for name, u in variants.items()}
     seconds = _common.interleaved(runs, rounds=rounds)
     base = variants["Unroller (one call per step), 1 lane"]

@@ -11,7 +11,7 @@ their mean over replicas (an all-reduce) is exactly the mean over all lanes
 that one device computes, so the meta-optimizer step is the same.
 
 Shapes: as in ``unroll``, but per replica: ``params`` is a list over its ``k``
-lanes, ``state`` tensors are ``[k * N, width]``, ``task`` arrays ``[k, ...]``,
+lanes, ``state`` tensors are ``[width, k * N]``, ``task`` arrays ``[k, ...]``,
 truncation batches ``[k, unroll, ...]``. Returned ``losses`` are gathered to
 ``[unroll, lanes]`` in lane order.
 

@@ -1,12 +1,13 @@
 """One network call for the coordinates of several variables, with per-variable NaN policy.
 
 ``LearnedOptimizer`` updates a *group* of variables at once: their flattened
-gradients and states are concatenated into one batch of rows, the update
-network (``network.apply_network``, the only copy of the LSTM math) runs once
-on that batch, and the results are split back per variable. Because every
-operation of the network is row-wise, a row's result does not depend on which
-other rows share its batch, so the fused result equals the per-variable one
-up to float rounding, and a NaN in one variable cannot leak into another.
+gradients and states are concatenated into one batch of coordinates, the
+update network (``network.apply_network``, the only copy of the LSTM math)
+runs once on that batch, and the results are split back per variable. Because
+the network treats each coordinate on its own, a coordinate's result does not
+depend on which others share its batch, so the fused result equals the
+per-variable one up to float rounding, and a NaN in one variable cannot leak
+into another.
 
 The per-variable path is the same function called with a group of one
 variable, so both paths share the masking rule: a variable whose gradient or
@@ -14,12 +15,12 @@ update has a non-finite entry gets a zero update and keeps its old state.
 
 Shapes: variable ``k`` has ``n_k`` coordinates; ``gradients[k]`` is ``[n_k]``
 float32; ``states[k]`` is a list in ``network.state_layout`` order of
-``[n_k, width]`` float32 tensors.
+``[width, n_k]`` float32 tensors (feature-major, as ``network`` computes).
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from keras import ops
@@ -86,11 +87,11 @@ def plan_waves(rows: Sequence[int], max_rows: int | None) -> list[list[int]]:
     return waves
 
 
-def _split(tensor: Any, sizes: Sequence[int]) -> list:
-    """``tensor`` split along axis 0 into pieces of ``sizes`` rows."""
+def _split(tensor: Any, sizes: Sequence[int], axis: int = 0) -> list:
+    """``tensor`` split along ``axis`` into pieces of ``sizes`` entries."""
     if len(sizes) == 1:
         return [tensor]
-    return ops.split(tensor, np.cumsum(sizes)[:-1].tolist(), axis=0)
+    return ops.split(tensor, np.cumsum(sizes)[:-1].tolist(), axis=axis)
 
 
 def masked_step(
@@ -100,15 +101,18 @@ def masked_step(
     states: Sequence[Sequence],
     step: Any,
     learning_rate: Any,
+    network: Callable = apply_network,
 ) -> tuple[list, list[list]]:
     """Updates and new states of a group of variables, with one network call.
 
     Args:
         weights, config: the update network (see ``network.apply_network``).
         gradients: ``[n_k]`` float32 per variable.
-        states: per variable, the state list of ``[n_k, width]`` float32.
+        states: per variable, the state list of ``[width, n_k]`` float32.
         step: 1-based step, scalar.
         learning_rate: scalar multiplying the network output.
+        network: ``apply_network`` or a compiled stand-in with its signature
+            (``jit_network.CompiledNetwork``).
 
     Returns:
         ``(updates, new_states)``: per variable the ``[n_k]`` update to add
@@ -121,8 +125,8 @@ def masked_step(
         gradient, state = gradients[0], list(states[0])
     else:
         gradient = ops.concatenate(list(gradients), axis=0)
-        state = [ops.concatenate([s[j] for s in states], axis=0) for j in range(len(states[0]))]
-    update, new_state = apply_network(weights, config, gradient, state, step)
+        state = [ops.concatenate([s[j] for s in states], axis=1) for j in range(len(states[0]))]
+    update, new_state = network(weights, config, gradient, state, step)
     update = update * ops.cast(learning_rate, "float32")
     row_ok = ops.logical_and(ops.isfinite(gradient), ops.isfinite(update))
 
@@ -138,7 +142,7 @@ def masked_step(
             bad_rows = ops.cast(ops.logical_not(row_ok), "int32")
             bad = ops.segment_sum(bad_rows, segment_ids, num_segments=len(sizes))
             ok = ops.take(ops.equal(bad, 0), segment_ids, axis=0)
-            ok_2d = ops.expand_dims(ok, -1)
+            ok_2d = ops.expand_dims(ok, 0)
         return (ops.where(ok, update, ops.zeros_like(update)),
                 [ops.where(ok_2d, new, old) for new, old in zip(new_state, state)])
 
@@ -149,5 +153,5 @@ def masked_step(
     )
 
     updates = _split(kept_update, sizes)
-    pieces = [_split(s, sizes) for s in kept_state]
+    pieces = [_split(s, sizes, axis=1) for s in kept_state]
     return updates, [[p[k] for p in pieces] for k in range(len(sizes))]

@@ -16,7 +16,8 @@ from keras_learned_opt.errors import (
     UnknownPretrainedError,
 )
 from keras_learned_opt.fused import ALONE_ROWS, masked_step, plan_groups, plan_waves
-from keras_learned_opt.network import NetworkConfig, state_layout, weight_shapes
+from keras_learned_opt.jit_network import CompiledNetwork
+from keras_learned_opt.network import NetworkConfig, apply_network, state_layout, weight_shapes
 from keras_learned_opt.bundled import default_pretrained_name, resolve_weights
 from keras_learned_opt.sparse import SPARSE_UPDATES, is_indexed_slices, rows_update_step
 from keras_learned_opt.weights import load_weight_file
@@ -70,8 +71,9 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
     ``theta += learning_rate * network(gradient, state)`` (Andrychowicz et al.
     2016). The network is shared by all coordinates; each coordinate keeps its
     own LSTM hidden and cell state, stored as optimizer variables of shape
-    ``variable.shape + (units,)`` so they are saved, restored and distributed
-    like Adam's moments. The network's own arrays are optimizer variables too,
+    ``(units,) + variable.shape`` (feature-major, the layout the network
+    computes in; see ``network.py``) so they are saved, restored and
+    distributed like Adam's moments. The network's own arrays are optimizer variables too,
     so a saved model restores without the original weight file.
 
     A variable whose gradient (or computed update) contains NaN or Inf is left
@@ -106,6 +108,13 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
             call of their own, since copying their state into a concatenation
             costs more than a call (on CPU); ``0`` fuses every variable, which
             may pay where each op has a high fixed cost (GPU kernel launches).
+        jit_network: compile the network call with XLA inside TensorFlow
+            graphs (``keras_learned_opt/jit_network.py``): the LSTM's
+            element-wise work fused, at the price of one compilation per
+            distinct call size at the first step. ``"auto"`` (the default)
+            does so on TensorFlow outside ``tf.distribute`` strategies;
+            ``True`` asks for it and is an error on other backends, whose
+            compiled steps (``jax.jit``) already fuse.
         network_config: used by ``from_config`` so that a saved model can be
             restored where its weight file is absent; leave it ``None``.
         name, weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema,
@@ -124,6 +133,7 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
         network_config: dict | None = None,
         name: str | None = None,
         sparse_updates: str = "rows",
+        jit_network: bool | str = "auto",
         **kwargs: Any,
     ) -> None:
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
@@ -140,6 +150,15 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
             if int(value) != value or value < 0:
                 raise ValueError(f"{option} must be an integer >= 0, got {value!r}")
         self.fused = fused
+        if jit_network not in (True, False, "auto"):
+            raise ValueError(f"jit_network must be True, False or 'auto', got {jit_network!r}")
+        if jit_network is True and keras.backend.backend() != "tensorflow":
+            raise ValueError(
+                f"jit_network=True compiles the network inside TensorFlow graphs; the "
+                f"'{keras.backend.backend()}' backend is not supported (use False or 'auto')"
+            )
+        self.jit_network = jit_network
+        self._compiled_network: CompiledNetwork | None = None  # made at the first step
         self.fused_group_size = int(fused_group_size)
         self.fused_alone_size = int(fused_alone_size)
         self._load_network(weights, network_config)
@@ -221,7 +240,7 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
                 self._state_slots.append(
                     [
                         self.add_variable(
-                            shape=tuple(variable.shape) + (width,),
+                            shape=(width,) + tuple(variable.shape),
                             dtype=self.state_dtype,
                             name=_slot_name(variable, tag),
                         )
@@ -237,25 +256,42 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
                 "were never loaded; load the model with keras.models.load_model or load its weights"
             )
 
+    def _under_strategy(self) -> bool:
+        """Whether a (non-default) ``tf.distribute`` strategy is in play (TensorFlow only)."""
+        if keras.backend.backend() != "tensorflow":
+            return False
+        import tensorflow as tf
+
+        return tf.distribute.has_strategy() or (
+            self._distribution_strategy is not tf.distribute.get_strategy()
+        )
+
     @property
     def uses_fused_path(self) -> bool:
         """Whether updates now go through one network call per group of variables."""
         fused = _FUSED_BY_BACKEND.get(keras.backend.backend(), False) if self.fused == "auto" \
             else self.fused
-        if fused and keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
+        # Under a tf.distribute strategy each variable must be updated through
+        # `distribution.extended.update`, which runs the update function on
+        # every device's copy of that one (mirrored, or parameter-server
+        # placed) variable; a concatenation across variables would mix
+        # copies living on different devices. So the fused path is used only
+        # with the default strategy, and the per-variable path otherwise.
+        return bool(fused) and not self._under_strategy()
 
-            # Under a tf.distribute strategy each variable must be updated through
-            # `distribution.extended.update`, which runs the update function on
-            # every device's copy of that one (mirrored, or parameter-server
-            # placed) variable; a concatenation across variables would mix
-            # copies living on different devices. So the fused path is used only
-            # with the default strategy, and the per-variable path otherwise.
-            if tf.distribute.has_strategy() or (
-                self._distribution_strategy is not tf.distribute.get_strategy()
-            ):
-                return False
-        return bool(fused)
+    @property
+    def uses_jit_network(self) -> bool:
+        """Whether the network call is now compiled by XLA (see ``jit_network``)."""
+        if self.jit_network == "auto":
+            return keras.backend.backend() == "tensorflow" and not self._under_strategy()
+        return bool(self.jit_network)
+
+    def _network_function(self):
+        if not self.uses_jit_network:
+            return apply_network
+        if self._compiled_network is None:
+            self._compiled_network = CompiledNetwork(self.network_config)
+        return self._compiled_network
 
     def _backend_update_step(self, grads: list, trainable_variables: list, learning_rate: Any) -> None:
         # Overridden at this level (not `apply`) so that gradient accumulation,
@@ -310,11 +346,11 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
             ops.reshape(ops.cast(ops.convert_to_tensor(g, sparse=False), "float32"), (n,))
             for g, n in zip(gradients, sizes)
         ]
-        states = [[ops.reshape(ops.cast(s, "float32"), (n, s.shape[-1])) for s in var_slots]
+        states = [[ops.reshape(ops.cast(s, "float32"), (s.shape[0], n)) for s in var_slots]
                   for var_slots, n in zip(slots, sizes)]
         updates, new_states = masked_step(
             self._network_weights, self.network_config, flat_grads, states,
-            self.iterations + 1, learning_rate,
+            self.iterations + 1, learning_rate, network=self._network_function(),
         )
         for variable, var_slots, update, new_state in zip(variables, slots, updates, new_states):
             for slot, value in zip(var_slots, new_state):
@@ -323,9 +359,36 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
         return updates
 
     def load_own_variables(self, store: Any) -> None:
+        if self.built and len(store.keys()) == len(self.variables):
+            store = self._convert_coordinate_major_slots(store)
         super().load_own_variables(store)
         if len(store.keys()) == len(self.variables):
             self._awaiting_restore = False
+
+    def _convert_coordinate_major_slots(self, store: Any) -> Any:
+        """Slots saved by version 0.1 (``variable.shape + (units,)``) in today's layout.
+
+        Version 0.2 stores state feature-major, ``(units,) + variable.shape``.
+        A file whose slots have the old shapes is recognised and every slot is
+        moved, so older ``.keras`` files keep training where they stopped.
+        (A slot whose shape reads the same both ways, e.g. of a 20-unit bias
+        for 2x20, cannot tell on its own; one slot that can decides for all.)
+        """
+        slot_ids = {id(slot) for slots in getattr(self, "_state_slots", []) for slot in slots}
+        slots = [(str(i), v) for i, v in enumerate(self.variables) if id(v) in slot_ids]
+
+        def old_shape(variable):
+            shape = tuple(variable.shape)
+            return shape[1:] + shape[:1]
+
+        saved_old = [tuple(store[key].shape) == old_shape(v) != tuple(v.shape) for key, v in slots]
+        if not any(saved_old):
+            return store
+        converted = {key: store[key] for key in store.keys()}
+        for key, variable in slots:
+            if tuple(store[key].shape) == old_shape(variable):
+                converted[key] = np.moveaxis(np.asarray(store[key]), -1, 0)
+        return converted
 
     def get_config(self) -> dict:
         config = super().get_config()
@@ -337,6 +400,7 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
                 "fused": self.fused,
                 "fused_group_size": self.fused_group_size,
                 "fused_alone_size": self.fused_alone_size,
+                "jit_network": self.jit_network,
                 "network_config": self.network_config.to_dict(),
             }
         )

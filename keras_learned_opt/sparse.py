@@ -49,7 +49,7 @@ def rows_update_step(
             ``indices [k]`` into the first axis of ``variable``.
         variable: the variable, ``[rows, *row_shape]``.
         slots: its state variables in ``state_layout`` order, each
-            ``[rows, *row_shape, width]``.
+            ``[width, rows, *row_shape]``.
         learning_rate: scalar multiplying the network's output.
 
     Duplicate indices are summed first, as densifying would. The sum goes
@@ -67,7 +67,7 @@ def rows_update_step(
     summed = tf.math.unsorted_segment_sum(values, indices, num_segments=rows)
     grad = tf.reshape(tf.gather(summed, indices), [-1])  # [k * row_size]
     old_state = [
-        tf.reshape(tf.cast(tf.gather(_tensor(s), indices), "float32"), [-1, s.shape[-1]])
+        tf.reshape(tf.cast(tf.gather(_tensor(s), indices, axis=1), "float32"), [s.shape[0], -1])
         for s in slots
     ]
     # The same masked step as the dense path, so the same NaN policy: a
@@ -78,8 +78,16 @@ def rows_update_step(
         optimizer.iterations + 1, learning_rate,
     )
     for slot, new in zip(slots, new_state):
-        row_shape = [int(d) for d in tuple(slot.shape)[1:]]
-        optimizer.assign(slot, tf.IndexedSlices(tf.reshape(new, [-1, *row_shape]), indices))
+        width, row_shape = int(slot.shape[0]), [int(d) for d in tuple(slot.shape)[2:]]
+        # Rows of a feature-major slot are on its axis 1, out of reach of
+        # scatter_update; scatter_nd on the handle writes just them. Inside
+        # tf.distribute's update() the handle is the current device's copy.
+        positions = tf.stack(
+            [tf.repeat(tf.range(width, dtype=indices.dtype)[:, None], tf.size(indices), axis=1),
+             tf.tile(indices[None, :], [width, 1])], axis=-1)  # [width, k, 2]
+        tf.raw_ops.ResourceScatterNdUpdate(
+            ref=_tensor(slot).handle, indices=positions,
+            updates=tf.cast(tf.reshape(new, [width, -1, *row_shape]), slot.dtype))
     old_rows = tf.gather(_tensor(variable), indices)
     # var + cast(update) in the variable's dtype, exactly as assign_add does densely.
     new_rows = old_rows + tf.cast(tf.reshape(update, tf.shape(old_rows)), old_rows.dtype)

@@ -117,8 +117,8 @@ def test_meta_trainer_spreads_lanes_over_replicas(tmp_path):
     devices = json.loads(stdout.split("replica state devices")[1].splitlines()[0])
     assert [d[-5:] for d in devices] == ["CPU:0", "CPU:1"], devices
     single, mirrored = _load(tmp_path / "meta_single.npz"), _load(tmp_path / "meta_mirrored.npz")
-    rows = mirrored.pop("state_rows")
-    assert list(rows) == [10, 10]  # one lane of the 10-parameter quadratic on each replica
+    coordinates = mirrored.pop("state_coordinates")
+    assert list(coordinates) == [10, 10]  # one lane of the 10-parameter quadratic on each replica
     assert sorted(single) == sorted(mirrored)
     for key in single:
         np.testing.assert_allclose(single[key], mirrored[key], atol=1e-6, rtol=1e-5, err_msg=key)

@@ -78,12 +78,13 @@ def test_forward_matches_numpy_reference(config):
     state = [rng.normal(0, 0.5, (grad.size, w)).astype(np.float32) for _, w in state_layout(config)]
     if config.input_features == "rnnprop":
         state[-1] = np.abs(state[-1])  # second moment is non-negative
+    # The reference is written coordinate-major ([N, width]); the network is feature-major.
     update, new_state = apply_network(weights, config, ops.convert_to_tensor(grad),
-                                      [ops.convert_to_tensor(s) for s in state], 3)
+                                      [ops.convert_to_tensor(s.T) for s in state], 3)
     ref_update, ref_state = numpy_reference(weights, config, grad, state, 3)
     np.testing.assert_allclose(ops.convert_to_numpy(update), ref_update, rtol=1e-5, atol=1e-6)
     for got, want in zip(new_state, ref_state):
-        np.testing.assert_allclose(ops.convert_to_numpy(got), want, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(ops.convert_to_numpy(got).T, want, rtol=1e-5, atol=1e-6)
 
 
 def test_untrained_network_makes_no_update():
@@ -91,7 +92,7 @@ def test_untrained_network_makes_no_update():
     update, state = apply_network(initial_weights(config), config,
                                   ops.ones((5,)), zero_state(config, 5), 1)
     assert np.all(ops.convert_to_numpy(update) == 0.0)
-    assert len(state) == 4 and tuple(state[0].shape) == (5, 20)
+    assert len(state) == 4 and tuple(state[0].shape) == (20, 5)
 
 
 def test_shapes_and_layout():
@@ -141,13 +142,13 @@ def test_antisymmetric_is_half_the_difference_of_two_streams(features):
     plus_state = state[:lstm] + moments
     minus_state = state[len(names) - 4 :] + ([-moments[0], moments[1]] if moments else [])
     update, new_state = apply_network(weights, config, ops.convert_to_tensor(grad),
-                                      [ops.convert_to_tensor(s) for s in state], 4)
+                                      [ops.convert_to_tensor(s.T) for s in state], 4)
     plus, plus_new = numpy_reference(weights, plain, grad, plus_state, 4)
     minus, minus_new = numpy_reference(weights, plain, -grad, minus_state, 4)
     np.testing.assert_allclose(ops.convert_to_numpy(update), 0.5 * (plus - minus), rtol=1e-5, atol=1e-6)
     want = plus_new + minus_new[:lstm]
     for name, got, expected in zip(names, new_state, want):
-        np.testing.assert_allclose(ops.convert_to_numpy(got), expected, rtol=1e-5, atol=1e-6,
+        np.testing.assert_allclose(ops.convert_to_numpy(got).T, expected, rtol=1e-5, atol=1e-6,
                                    err_msg=name)
 
 

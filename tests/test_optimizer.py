@@ -48,7 +48,7 @@ def test_slots_shape_dtype_and_names(sign_descent_file):
     names = [v.name for v in model.optimizer.variables]
     assert len(names) == len(set(names))
     kernel_slots = model.optimizer._state_slots[0]
-    assert [tuple(s.shape) for s in kernel_slots] == [(8, 16, 20)] * 4
+    assert [tuple(s.shape) for s in kernel_slots] == [(20, 8, 16)] * 4
     assert all(s.dtype == "float32" for s in kernel_slots)
     paths = [v.path.replace("/", "_") for v in model.trainable_variables]
     assert f"{paths[0]}_h0" in names and f"{paths[-1]}_c1" in names
@@ -242,3 +242,37 @@ def test_integer_variable_is_refused(sign_descent_file):
 def test_bad_state_dtype(sign_descent_file):
     with pytest.raises(ValueError, match="state_dtype"):
         klo.LearnedOptimizer(sign_descent_file, state_dtype="float16")
+
+
+def test_jit_network_is_for_tensorflow_graphs(sign_descent_file):
+    if keras.backend.backend() == "tensorflow":
+        assert klo.LearnedOptimizer(sign_descent_file).uses_jit_network  # "auto"
+        assert klo.LearnedOptimizer(sign_descent_file, jit_network=True).uses_jit_network
+    else:  # jax.jit already compiles the whole step
+        assert not klo.LearnedOptimizer(sign_descent_file).uses_jit_network
+        with pytest.raises(ValueError, match="backend is not supported"):
+            klo.LearnedOptimizer(sign_descent_file, jit_network=True)
+
+
+def test_state_saved_coordinate_major_by_version_0_1_loads(sign_descent_file):
+    """0.1 stored slots as variable.shape + (units,); they are moved to today's layout,
+    including those of a variable whose shape reads the same both ways (a 20-unit bias)."""
+    inputs = keras.Input((8,))
+    hidden = keras.layers.Dense(20, name="square_bias")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3)(hidden))
+    model = _compile(model, klo.LearnedOptimizer(sign_descent_file))
+    x, y = _data()
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    optimizer = model.optimizer
+    saved = {str(i): np.asarray(v) for i, v in enumerate(optimizer.variables)}
+    slots = [slot for group in optimizer._state_slots for slot in group]
+    index = {id(v): i for i, v in enumerate(optimizer.variables)}
+    old_store = dict(saved)
+    for slot in slots:
+        old_store[str(index[id(slot)])] = np.moveaxis(saved[str(index[id(slot)])], 0, -1)
+    for slot in slots:
+        slot.assign(np.zeros(slot.shape, "float32"))
+    optimizer.load_own_variables(old_store)
+    for i, variable in enumerate(optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(variable), saved[str(i)])
+    assert any(np.abs(saved[str(index[id(s)])]).sum() > 0 for s in slots)

@@ -78,9 +78,10 @@ def test_rows_update_matches_dense_on_touched_rows(random_weight_file):
     assert not np.allclose(np.asarray(rows_var)[touched], table[touched])
     np.testing.assert_array_equal(np.asarray(rows_var)[untouched], table[untouched])
     for rows_slot, dense_slot in zip(rows_opt._state_slots[0], dense_opt._state_slots[0]):
-        np.testing.assert_allclose(np.asarray(rows_slot)[touched], np.asarray(dense_slot)[touched],
-                                   rtol=1e-6, atol=1e-6)
-        assert not np.asarray(rows_slot)[untouched].any()
+        # Slots are feature-major, [width, rows, dim]: the table's rows are axis 1.
+        np.testing.assert_allclose(np.asarray(rows_slot)[:, touched],
+                                   np.asarray(dense_slot)[:, touched], rtol=1e-6, atol=1e-6)
+        assert not np.asarray(rows_slot)[:, untouched].any()
     # The dense path moves untouched rows too (zero-gradient update): the policy differs there.
     assert not np.allclose(np.asarray(dense_var)[untouched], table[untouched])
 
@@ -137,4 +138,4 @@ def test_rows_path_under_loss_scale_optimizer(random_weight_file):
         keras.mixed_precision.set_global_policy("float32")
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     np.testing.assert_array_equal(np.asarray(model.weights[0])[25:], unused_before)
-    assert np.asarray(model.optimizer.inner_optimizer._state_slots[0][0])[:25].any()
+    assert np.asarray(model.optimizer.inner_optimizer._state_slots[0][0])[:, :25].any()

@@ -145,10 +145,10 @@ def run_meta(out_dir: str, strategy) -> dict:
     arrays = {f"weights/{n}": v.numpy() for n, v in trainer.weights.items()}
     arrays.update({f"adam/{i}": np.asarray(v) for i, v in enumerate(trainer.meta_optimizer.variables)})
     arrays["coordinate_steps"] = np.array(trainer.coordinate_steps)
-    if strategy is not None:  # where the lanes' LSTM state lives: rows and device per replica
+    if strategy is not None:  # where the lanes' LSTM state lives: coordinates and device per replica
         state = trainer.train_unrollers[(0, config.unroll)].initial_state()[0]
         local = strategy.experimental_local_results(state)
-        arrays["state_rows"] = np.array([int(s.shape[0]) for s in local])
+        arrays["state_coordinates"] = np.array([int(s.shape[1]) for s in local])  # [width, N]
         print("replica state devices", json.dumps([s.device for s in local]))
     return arrays
 
