@@ -80,8 +80,6 @@ def main() -> int:
     if not args.tiny:
         variants["Unroller (one call per step), 4 lanes"] = Unroller(prob, config, unroll, 4)
         variants["per-variable calls, 4 lanes"] = PerVariableUnroller(prob, config, unroll, 4)
-        variants["Unroller, XLA network call, 4 lanes"] = Unroller(prob, config, unroll, 4,
-                                                                   jit_network=True)
     runs = {name: truncation(u, weights, unroll) for name, u in variants.items()}
     seconds = _common.interleaved(runs, rounds=rounds)
     base = variants["Unroller (one call per step), 1 lane"]

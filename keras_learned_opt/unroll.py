@@ -20,7 +20,6 @@ from typing import Any, Sequence
 import numpy as np
 import tensorflow as tf
 
-from keras_learned_opt.jit_network import CompiledNetwork
 from keras_learned_opt.network import NetworkConfig, apply_network, zero_state
 from keras_learned_opt.problems import Problem
 
@@ -29,16 +28,12 @@ class Unroller:
     """Compiled truncations of ``unroll`` steps for one problem and lane count."""
 
     def __init__(self, problem: Problem, config: NetworkConfig, unroll: int, lanes: int = 1,
-                 meta_loss: str = "mean", loss_weighting: str = "uniform",
-                 jit_network: bool = False) -> None:
+                 meta_loss: str = "mean", loss_weighting: str = "uniform") -> None:
         if meta_loss not in ("mean", "log"):
             raise ValueError(f"meta_loss must be 'mean' or 'log', got {meta_loss!r}")
         if loss_weighting not in ("uniform", "linear"):
             raise ValueError(f"loss_weighting must be 'uniform' or 'linear', got {loss_weighting!r}")
         self.loss_weighting = loss_weighting
-        # XLA for the network call alone (forward and its gradient), as in
-        # LearnedOptimizer(jit_network=...); see jit_network.py.
-        self._network = CompiledNetwork(config) if jit_network else apply_network
         self.problem = problem
         self.config = config
         self.unroll = unroll
@@ -74,7 +69,7 @@ class Unroller:
     def _network_step(self, weights, flat_grads, state, step):
         """Updates (one ``[n_k]`` per tensor, lanes in order) and the new state,
         from one network call over all coordinates."""
-        update, state = self._network(weights, self.config, tf.concat(flat_grads, axis=0),
+        update, state = apply_network(weights, self.config, tf.concat(flat_grads, axis=0),
                                       state, step)
         return tf.split(update, self.sizes * self.lanes), state
 
