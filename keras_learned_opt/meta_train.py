@@ -388,10 +388,11 @@ class MetaTrainer:
             train_seconds=round(self.train_seconds, 1),
             coordinate_steps_per_second=round(self.coordinate_steps / max(self.train_seconds, 1e-9)),
         )
+        config = self.network_config
         description = self.description or (
-            f"{'x'.join(map(str, self.network_config.hidden_sizes))} LSTM "
-            f"({self.network_config.input_features}) meta-trained on {', '.join(self.config.problems)} "
-            f"for {self.config.steps}-step runs"
+            f"{'antisymmetric ' if config.antisymmetric else ''}LSTM with layers of "
+            f"{', '.join(map(str, config.hidden_sizes))} units ({config.input_features} inputs), "
+            f"meta-trained on {', '.join(self.config.problems)} for {self.config.steps}-step runs"
         )
         save_weight_file(self.out, self.best_weights, self.network_config, provenance, description)
 
