@@ -235,6 +235,7 @@ class MetaTrainer:
         if not self.config.init_from:
             return initial_weights(self.network_config, self.config.seed)
         start = load_weight_file(self.config.init_from)
+        self.init_provenance = start.provenance
         # The antisymmetric wrapper uses the same weights, so either kind starts the other.
         if dataclasses.replace(start.config, antisymmetric=self.network_config.antisymmetric) \
                 != self.network_config:
@@ -388,6 +389,8 @@ class MetaTrainer:
             train_seconds=round(self.train_seconds, 1),
             coordinate_steps_per_second=round(self.coordinate_steps / max(self.train_seconds, 1e-9)),
         )
+        if getattr(self, "init_provenance", None):  # e.g. the imitation run it started from
+            provenance["init_from_provenance"] = self.init_provenance
         config = self.network_config
         description = self.description or (
             f"{'antisymmetric ' if config.antisymmetric else ''}LSTM with layers of "
@@ -478,6 +481,34 @@ def meta_train(out: str | os.PathLike, problems: Sequence[str] = ("fmnist_mlp",)
     return trainer.train(max_seconds=max_seconds)
 
 
+def add_network_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command-line options that define a ``NetworkConfig``."""
+    parser.add_argument("--hidden", type=int, nargs="+", default=[20, 20])
+    parser.add_argument("--inputs", choices=["log_and_sign", "rnnprop"], default="log_and_sign")
+    parser.add_argument("--log-and-sign-p", type=float, default=10.0)
+    parser.add_argument("--input-layer", type=int, default=0)
+    parser.add_argument("--output-activation", choices=["linear", "tanh"], default="linear")
+    parser.add_argument("--output-scale", type=float, default=0.1)
+    parser.add_argument("--antisymmetric", action="store_true",
+                        help="odd update in the gradient: run the network on g and -g and "
+                             "take half the difference (no drift; twice the cost)")
+
+
+def network_from_args(args: argparse.Namespace) -> dict:
+    """``NetworkConfig`` fields from the options of ``add_network_arguments``."""
+    network = {
+        "hidden_sizes": args.hidden,
+        "input_features": args.inputs,
+        "log_and_sign_p": args.log_and_sign_p,
+        "input_layer_size": args.input_layer,
+        "output_activation": args.output_activation,
+        "output_scale": args.output_scale,
+    }
+    if args.antisymmetric:  # absent otherwise, so earlier runs' checkpoints stay resumable
+        network["antisymmetric"] = True
+    return network
+
+
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m keras_learned_opt.meta_train",
@@ -500,8 +531,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="cosine-decay the meta learning rate to this fraction (1 = constant)")
     parser.add_argument("--meta-clipnorm", type=float, default=1.0)
     parser.add_argument("--meta-loss", choices=["mean", "log"], default="mean")
-    parser.add_argument("--loss-weighting", choices=["uniform", "linear"], default="uniform",
-                        help="linear: step t of an episode weighs t+1 in the meta-loss")
+    parser.add_argument("--loss-weighting", choices=["uniform", "linear", "final"],
+                        default="uniform",
+                        help="linear: step t of an episode weighs t+1 in the meta-loss; final: "
+                             "only the last 10 steps of each truncation count (with --unroll "
+                             "equal to the episode length, the protocol's metric)")
     parser.add_argument("--validation-horizons", type=int, nargs="+", default=[],
                         help="score validation runs of each of these lengths (default: --steps); "
                              "the best weights minimize the mean log final loss over all")
@@ -509,15 +543,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--validation-seeds", type=int, default=4)
     parser.add_argument("--checkpoint-every", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--hidden", type=int, nargs="+", default=[20, 20])
-    parser.add_argument("--inputs", choices=["log_and_sign", "rnnprop"], default="log_and_sign")
-    parser.add_argument("--log-and-sign-p", type=float, default=10.0)
-    parser.add_argument("--input-layer", type=int, default=0)
-    parser.add_argument("--output-activation", choices=["linear", "tanh"], default="linear")
-    parser.add_argument("--output-scale", type=float, default=0.1)
-    parser.add_argument("--antisymmetric", action="store_true",
-                        help="odd update in the gradient: run the network on g and -g and "
-                             "take half the difference (no drift; twice the cost)")
+    add_network_arguments(parser)
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="stop (resumably) after this much wall time")
     parser.add_argument("--tensorboard", default=None, help="folder for TensorBoard scalars")
@@ -546,16 +572,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    network = {
-        "hidden_sizes": args.hidden,
-        "input_features": args.inputs,
-        "log_and_sign_p": args.log_and_sign_p,
-        "input_layer_size": args.input_layer,
-        "output_activation": args.output_activation,
-        "output_scale": args.output_scale,
-    }
-    if args.antisymmetric:  # absent otherwise, so earlier runs' checkpoints stay resumable
-        network["antisymmetric"] = True
+    network = network_from_args(args)
     config = MetaTrainConfig(
         problems=tuple(args.problems or ["fmnist_mlp"]), network=network,
         episodes=args.episodes, steps=args.steps, unroll=args.unroll, lanes=args.lanes,

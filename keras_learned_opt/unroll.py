@@ -24,6 +24,10 @@ from keras_learned_opt.network import NetworkConfig, apply_network, zero_state
 from keras_learned_opt.problems import Problem
 
 
+LOSS_WEIGHTINGS = ("uniform", "linear", "final")
+FINAL_STEPS = 10  # the protocol's metric: mean loss of the last 10 steps
+
+
 class Unroller:
     """Compiled truncations of ``unroll`` steps for one problem and lane count."""
 
@@ -31,8 +35,9 @@ class Unroller:
                  meta_loss: str = "mean", loss_weighting: str = "uniform") -> None:
         if meta_loss not in ("mean", "log"):
             raise ValueError(f"meta_loss must be 'mean' or 'log', got {meta_loss!r}")
-        if loss_weighting not in ("uniform", "linear"):
-            raise ValueError(f"loss_weighting must be 'uniform' or 'linear', got {loss_weighting!r}")
+        if loss_weighting not in LOSS_WEIGHTINGS:
+            raise ValueError(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, "
+                             f"got {loss_weighting!r}")
         self.loss_weighting = loss_weighting
         self.problem = problem
         self.config = config
@@ -93,12 +98,17 @@ class Unroller:
         ``"linear"`` weighting makes step ``t`` of the episode count ``t + 1``
         times, so the meta-objective leans toward where the protocol measures:
         the end of the run (a uniform log loss mostly rewards early speed).
+        ``"final"`` counts only the last ``FINAL_STEPS`` steps of the
+        truncation: with truncations as long as the episode, exactly the
+        protocol's metric.
         """
         values = tf.math.log(losses + 1e-8) if self.meta_loss == "log" else losses
         if self.loss_weighting == "linear":
             weights = tf.cast(tf.range(1, self.unroll + 1) + step0, values.dtype)
             weights = weights / tf.reduce_sum(weights)
             return tf.reduce_sum(tf.reduce_mean(values, axis=1) * weights)
+        if self.loss_weighting == "final":
+            return tf.reduce_mean(values[-FINAL_STEPS:])
         return tf.reduce_mean(values)
 
     def _train_truncation(self, weights, params, state, task, batches, step0):

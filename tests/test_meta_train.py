@@ -219,3 +219,23 @@ def test_validation_horizons_score_every_length(tmp_path):
         assert validation[f"quadratic@{steps}"] == pytest.approx(float(np.mean(direct)), rel=1e-5)
     with pytest.raises(ValueError, match="validation horizon"):
         MetaTrainConfig(validation_horizons=(30,))
+
+
+@pytest.mark.parametrize("weighting", ["uniform", "linear", "final"])
+def test_loss_weightings_reduce_a_truncation_as_documented(weighting):
+    import tensorflow as tf
+
+    from keras_learned_opt.unroll import Unroller
+
+    unroller = Unroller(problems.get_problem("quadratic"), NetworkConfig(hidden_sizes=(4,)),
+                        unroll=20, lanes=2, loss_weighting=weighting)
+    losses = np.arange(40, dtype=np.float32).reshape(20, 2)  # [unroll, lanes]
+    step0 = 20
+    expected = {
+        "uniform": losses.mean(),
+        "linear": np.sum(losses.mean(axis=1) * np.arange(21, 41)) / np.arange(21, 41).sum(),
+        "final": losses[-10:].mean(),
+    }[weighting]
+    assert float(unroller._reduce(tf.constant(losses), step0)) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="loss_weighting"):
+        Unroller(problems.get_problem("quadratic"), NetworkConfig(), 20, loss_weighting="last")

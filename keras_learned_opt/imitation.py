@@ -1,0 +1,433 @@
+"""Warm start by imitation: train the update network to reproduce a hand-made rule.
+
+Meta-training from random weights spends its first episodes rediscovering what
+momentum SGD already does, and truncated backpropagation then stays near the
+first good rule it finds. Chen et al. 2020 ("Training Stronger Baselines for
+Learning to Optimize", NeurIPS) start instead from a network that imitates a
+strong analytic optimizer and meta-train from there. This module makes that
+starting point:
+
+1. run the *teacher* (Nesterov momentum, optionally with its rate cut over the
+   last part of the run) on training episodes of a problem, recording every
+   step's flattened gradient and the teacher's update, ``[steps, N]`` each;
+2. feed the recorded gradients of random batches of coordinates to the update
+   network (``network.apply_network``, zero initial state, the teacher's
+   gradients at every step: teacher forcing) and lower, with Adam, the relative
+   squared error of its updates against the teacher's;
+3. every ``validate_every`` iterations, run the network as the optimizer on the
+   validation seeds and keep the best weights.
+
+The output is a weight file like the meta-trainer's, meant for its
+``--init-from``; the meta-trainer copies this file's provenance into its own.
+Command line::
+
+    python -m keras_learned_opt.imitation --problem fmnist_mlp \\
+        --teacher nesterov:lr=0.5,final=0.3 --out warm.h5
+
+Killed and started again with the same command, a run resumes from its last
+checkpoint (``<out>.imitation-ckpt.npz``); the output file is only replaced atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from keras_learned_opt.network import NetworkConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class NesterovTeacher:
+    """SGD with Nesterov momentum as ``keras.optimizers.SGD(nesterov=True)`` runs it.
+
+    The rate is ``learning_rate`` for the first ``1 - final_share`` of a run and
+    ``learning_rate * final_factor`` after that (``final_factor=1``: constant).
+    """
+
+    learning_rate: float
+    momentum: float = 0.9
+    final_factor: float = 1.0
+    final_share: float = 0.2
+
+    def __post_init__(self) -> None:
+        if not self.learning_rate > 0:
+            raise ValueError(f"teacher learning rate must be > 0, got {self.learning_rate}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"teacher momentum must be in [0, 1), got {self.momentum}")
+        if not self.final_factor > 0 or not 0 <= self.final_share <= 1:
+            raise ValueError("teacher final factor must be > 0 and final share in [0, 1]")
+
+    KEYS = {"lr": "learning_rate", "momentum": "momentum", "final": "final_factor",
+            "final_share": "final_share"}
+
+    @classmethod
+    def parse(cls, spec: str) -> "NesterovTeacher":
+        """``"nesterov:lr=0.5,momentum=0.9,final=0.3,final_share=0.2"`` (``lr`` required)."""
+        name, _, options = spec.partition(":")
+        if name.strip() != "nesterov":
+            raise ValueError(f"unknown teacher {name!r} in {spec!r}; known: 'nesterov:lr=...'")
+        values: dict[str, float] = {}
+        for item in filter(None, (part.strip() for part in options.split(","))):
+            key, equals, value = item.partition("=")
+            if not equals or key not in cls.KEYS:
+                raise ValueError(f"bad teacher option {item!r} in {spec!r}; "
+                                 f"options: {', '.join(cls.KEYS)}")
+            try:
+                values[cls.KEYS[key]] = float(value)
+            except ValueError:
+                raise ValueError(f"teacher option {key} needs a number, got {value!r}") from None
+        if "learning_rate" not in values:
+            raise ValueError(f"teacher {spec!r} needs a learning rate, e.g. 'nesterov:lr=0.5'")
+        return cls(**values)
+
+    def rates(self, steps: int) -> np.ndarray:
+        """The learning rate of each of ``steps`` steps, ``[steps]``."""
+        cut = np.arange(steps) >= (1.0 - self.final_share) * steps
+        return np.where(cut, self.learning_rate * self.final_factor, self.learning_rate)
+
+
+def record_teacher(problem: Any, teacher: NesterovTeacher, seed: int,
+                   steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The teacher's run on one episode: gradients ``[steps, N]``, updates ``[steps, N]``
+    (what is added to the flattened parameters) and minibatch losses ``[steps]``."""
+    import tensorflow as tf
+
+    episode = problem.episode(int(seed), steps)
+    params = [tf.constant(p) for p in episode.params]
+    task = [tf.constant(a) for a in episode.task]
+    velocity = [tf.zeros_like(p) for p in params]
+    gradients, updates, losses = [], [], []
+    for t, rate in enumerate(teacher.rates(steps).astype(np.float32)):
+        with tf.GradientTape() as tape:
+            tape.watch(params)
+            loss = problem.loss(params, task, [tf.constant(b[t]) for b in episode.batches])
+        grads = tape.gradient(loss, params)
+        velocity = [teacher.momentum * v - rate * g for v, g in zip(velocity, grads)]
+        step = [teacher.momentum * v - rate * g for v, g in zip(velocity, grads)]
+        params = [p + s for p, s in zip(params, step)]
+        gradients.append(np.concatenate([np.ravel(g) for g in grads]))
+        updates.append(np.concatenate([np.ravel(s) for s in step]))
+        losses.append(float(loss))
+    return (np.stack(gradients).astype(np.float32), np.stack(updates).astype(np.float32),
+            np.asarray(losses))
+
+
+def imitation_error(weights: dict, config: NetworkConfig, gradients: Any, targets: Any) -> Any:
+    """Relative squared error of the network's updates against ``targets``.
+
+    ``gradients`` and ``targets`` are ``[steps, C]`` for ``C`` coordinates; the
+    network starts from zero state and sees ``gradients[t]`` at step ``t``.
+    Returns ``sum (update - target)^2 / sum target^2`` (0 is perfect; 1 is
+    what a network that never moves scores).
+    """
+    from keras import ops
+
+    from keras_learned_opt.network import apply_network, zero_state
+
+    columns = gradients.shape[1]
+    state = zero_state(config, columns)
+    error = 0.0
+    for t in range(gradients.shape[0]):
+        update, state = apply_network(weights, config, gradients[t], state, t + 1)
+        error = error + ops.sum(ops.square(update - targets[t]))
+    return error / ops.maximum(ops.sum(ops.square(targets)), 1e-30)
+
+
+@dataclasses.dataclass
+class ImitationConfig:
+    """Everything that defines an imitation run (stored in checkpoints and provenance)."""
+
+    problem: str = "fmnist_mlp"
+    teacher: str = "nesterov:lr=0.5"
+    network: dict = dataclasses.field(default_factory=dict)
+    init_from: str = ""
+    steps: int = 100
+    teacher_runs: int = 6
+    iterations: int = 1500
+    columns: int = 8192
+    learning_rate: float = 3e-3
+    clipnorm: float = 1.0
+    validate_every: int = 50
+    validation_seeds: int = 8
+    checkpoint_every: int = 50
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        NesterovTeacher.parse(self.teacher)  # a clear error now, not after the teacher runs
+        for name in ("steps", "teacher_runs", "iterations", "columns", "validate_every",
+                     "validation_seeds", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    def fingerprint(self) -> str:
+        """What must not change for a checkpoint to be resumed."""
+        d = dataclasses.asdict(self)
+        d.pop("iterations")  # extending a finished run is allowed
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def teacher_seed(seed: int, run: int) -> int:
+    """Training seed of teacher run ``run`` (below the validation seeds)."""
+    from keras_learned_opt.meta_train import VALIDATION_SEED_BASE
+
+    digest = hashlib.sha256(f"imitation/{seed}/{run}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") % VALIDATION_SEED_BASE
+
+
+class Imitator:
+    """Runs an imitation: teacher runs, then Adam on ``imitation_error`` with validation."""
+
+    def __init__(self, config: ImitationConfig, out: str | Path, command: str = "",
+                 verbose: int = 1) -> None:
+        import tensorflow as tf
+
+        from keras_learned_opt.meta_train import VALIDATION_SEED_BASE
+        from keras_learned_opt.network import initial_weights
+        from keras_learned_opt.problems import get_problem
+        from keras_learned_opt.weights import load_weight_file
+
+        self.config, self.out, self.command, self.verbose = config, Path(out), command, verbose
+        self.checkpoint_path = self.out.with_name(self.out.name + ".imitation-ckpt.npz")
+        self.teacher = NesterovTeacher.parse(config.teacher)
+        self.problem = get_problem(config.problem)
+        self.network_config = NetworkConfig.from_dict(config.network)
+        self.validation_seeds = [VALIDATION_SEED_BASE + i for i in range(config.validation_seeds)]
+        self.init_provenance: dict = {}
+        if config.init_from:
+            start = load_weight_file(config.init_from)
+            if start.config != self.network_config:
+                from keras_learned_opt.errors import ArchitectureMismatchError
+
+                raise ArchitectureMismatchError(
+                    f"--init-from {config.init_from} holds {start.config}, but this run "
+                    f"trains {self.network_config}")
+            arrays, self.init_provenance = start.arrays, start.provenance
+        else:
+            arrays = initial_weights(self.network_config, config.seed)
+        self.names = sorted(arrays)
+        self.weights = {n: tf.Variable(np.asarray(arrays[n], np.float32), name=n.replace("/", "_"))
+                        for n in self.names}
+        import keras
+
+        self.optimizer = keras.optimizers.Adam(config.learning_rate,
+                                               global_clipnorm=config.clipnorm)
+        self.optimizer.build([self.weights[n] for n in self.names])
+        self.iteration = 0
+        self.best_score = math.inf
+        self.best_weights = {n: np.asarray(arrays[n], np.float32) for n in self.names}
+        self.history: list[dict] = []
+        self.train_seconds = 0.0
+        self.skipped_steps = 0
+        self._step = tf.function(self._train_step, reduce_retracing=True)
+
+    def _train_step(self, gradients, targets):
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            error = imitation_error(self.weights, self.network_config, gradients, targets)
+        return error, tape.gradient(error, [self.weights[n] for n in self.names])
+
+    def record(self) -> tuple[np.ndarray, np.ndarray, list[float]]:
+        """All teacher runs: gradients and updates ``[steps, runs * N]``, final losses."""
+        runs = [record_teacher(self.problem, self.teacher, teacher_seed(self.config.seed, r),
+                               self.config.steps) for r in range(self.config.teacher_runs)]
+        finals = [float(np.mean(losses[-10:])) for _, _, losses in runs]
+        for (gradients, updates, losses), final in zip(runs, finals):
+            if not (np.all(np.isfinite(updates)) and final < losses[0]):
+                raise ValueError(
+                    f"the teacher {self.config.teacher} diverged on {self.config.problem} "
+                    f"(loss {losses[0]:.4g} at the start, {final:.4g} at the end): there is "
+                    "nothing to imitate; give it a smaller learning rate")
+        return (np.concatenate([g for g, _, _ in runs], axis=1),
+                np.concatenate([u for _, u, _ in runs], axis=1), finals)
+
+    def validate(self) -> float:
+        """Mean final loss of the current weights as the optimizer on the validation seeds."""
+        from keras_learned_opt.unroll import evaluate, final_loss
+
+        steps = self.config.steps
+        losses = evaluate({n: v.numpy() for n, v in self.weights.items()}, self.network_config,
+                          self.problem, self.validation_seeds, steps,
+                          unroll=math.gcd(steps, 20))
+        return float(np.mean(final_loss(losses)))
+
+    # ----- checkpoints -------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        from keras_learned_opt.meta_train import _atomic_savez
+
+        arrays = {f"w/{n}": v.numpy() for n, v in self.weights.items()}
+        arrays.update({f"best/{n}": a for n, a in self.best_weights.items()})
+        arrays.update({f"opt/{i}": v.numpy() for i, v in enumerate(self.optimizer.variables)})
+        meta = dict(fingerprint=self.config.fingerprint(), iteration=self.iteration,
+                    best_score=self.best_score, history=self.history,
+                    train_seconds=self.train_seconds, skipped_steps=self.skipped_steps)
+        _atomic_savez(self.checkpoint_path, imitation_meta=np.asarray(json.dumps(meta)), **arrays)
+
+    def load_checkpoint(self) -> bool:
+        if not self.checkpoint_path.exists():
+            return False
+        with np.load(self.checkpoint_path) as data:
+            if "imitation_meta" not in data.files:
+                raise ValueError(f"{self.checkpoint_path} is not an imitation checkpoint")
+            meta = json.loads(str(data["imitation_meta"]))
+            if meta["fingerprint"] != self.config.fingerprint():
+                raise ValueError(f"checkpoint {self.checkpoint_path} belongs to a different "
+                                 "imitation configuration; delete it or change --out")
+            for n in self.names:
+                self.weights[n].assign(data[f"w/{n}"])
+                self.best_weights[n] = data[f"best/{n}"]
+            for i, v in enumerate(self.optimizer.variables):
+                v.assign(data[f"opt/{i}"])
+        self.iteration, self.best_score = meta["iteration"], meta["best_score"]
+        self.history, self.train_seconds = meta["history"], meta["train_seconds"]
+        self.skipped_steps = meta["skipped_steps"]
+        return True
+
+    def write_output(self, teacher_finals: list[float]) -> None:
+        from keras_learned_opt.weights import default_provenance, save_weight_file
+
+        provenance = default_provenance(
+            command=self.command,
+            imitation_config=dataclasses.asdict(self.config),
+            teacher=dataclasses.asdict(self.teacher),
+            teacher_final_losses=teacher_finals,
+            problems=[self.config.problem],
+            steps=self.config.steps,
+            seed=self.config.seed,
+            validation_seeds=self.validation_seeds,
+            iterations_run=self.iteration,
+            best_validation_final_loss=self.best_score,
+            validation_history=self.history,
+            skipped_steps=self.skipped_steps,
+            train_seconds=round(self.train_seconds, 1),
+            **({"init_from_provenance": self.init_provenance} if self.init_provenance else {}),
+        )
+        description = (f"imitation of {self.config.teacher} on {self.config.problem} "
+                       f"({self.config.steps}-step runs); a starting point for meta-training")
+        save_weight_file(self.out, self.best_weights, self.network_config, provenance,
+                         description)
+
+    def run(self, max_seconds: float | None = None) -> Path:
+        """Imitate until ``iterations`` (or ``max_seconds``); writes and returns ``out``."""
+        import keras
+        import tensorflow as tf
+
+        resumed = self.load_checkpoint()
+        gradients, targets, teacher_finals = self.record()
+        if self.verbose:
+            print(f"{'resumed at iteration ' + str(self.iteration) + '; ' if resumed else ''}"
+                  f"teacher final losses {np.round(teacher_finals, 4).tolist()}")
+        config = self.config
+        columns = min(config.columns, gradients.shape[1])
+        bar = keras.utils.Progbar(config.iterations, verbose=self.verbose,
+                                  stateful_metrics=["error", "val_loss"])
+        bar.update(self.iteration)
+        started = time.time()
+        deadline = started + max_seconds if max_seconds else math.inf
+        while self.iteration < config.iterations and time.time() < deadline:
+            # The batch depends on (seed, iteration) only, so a resumed run sees the same.
+            rng = np.random.default_rng([config.seed, self.iteration])
+            pick = rng.choice(gradients.shape[1], columns, replace=False)
+            error, grads = self._step(tf.constant(gradients[:, pick]),
+                                      tf.constant(targets[:, pick]))
+            error = float(error)
+            if all(np.all(np.isfinite(g.numpy())) for g in grads):
+                self.optimizer.apply(grads, [self.weights[n] for n in self.names])
+            else:  # skipped: never a NaN weight
+                self.skipped_steps += 1
+            self.iteration += 1
+            values = [("error", error)]
+            last = self.iteration == config.iterations
+            if self.iteration % config.validate_every == 0 or last:
+                score = self.validate()
+                self.history.append({"iteration": self.iteration, "error": error,
+                                     "val_loss": score})
+                if score < self.best_score:
+                    self.best_score = score
+                    self.best_weights = {n: v.numpy() for n, v in self.weights.items()}
+                values.append(("val_loss", score))
+            if self.iteration % config.checkpoint_every == 0 or last:
+                self.train_seconds += time.time() - started
+                started = time.time()
+                self.save_checkpoint()
+            bar.update(self.iteration, values)
+        self.train_seconds += time.time() - started
+        self.save_checkpoint()
+        self.write_output(teacher_finals)
+        return self.out
+
+
+def imitate(out: str | Path, problem: str = "fmnist_mlp", teacher: str = "nesterov:lr=0.5",
+            network: dict | None = None, verbose: int = 1, max_seconds: float | None = None,
+            command: str | None = None, **options: Any) -> Path:
+    """Python API: imitate ``teacher`` on ``problem`` and write the best weights to ``out``.
+
+    ``network`` holds ``NetworkConfig`` fields; ``options`` are
+    ``ImitationConfig`` fields (iterations, columns, steps, teacher_runs, ...).
+    """
+    config = ImitationConfig(problem=problem, teacher=teacher, network=dict(network or {}),
+                             **options)
+    imitator = Imitator(config, out, command=command or f"imitate(out={str(out)!r}, ...)",
+                        verbose=verbose)
+    return imitator.run(max_seconds=max_seconds)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from keras_learned_opt.meta_train import add_network_arguments, network_from_args
+
+    parser = argparse.ArgumentParser(
+        prog="python -m keras_learned_opt.imitation",
+        description="Train an update network to imitate a hand-made optimizer (a warm start "
+                    "for meta-training) and write its weight file.")
+    parser.add_argument("--problem", default="fmnist_mlp")
+    parser.add_argument("--teacher", default="nesterov:lr=0.5",
+                        help="nesterov:lr=R[,momentum=M][,final=F][,final_share=S]: the rate is "
+                             "R*F over the last S of each run")
+    parser.add_argument("--out", required=True, help="weight file to write (HDF5)")
+    parser.add_argument("--init-from", default="")
+    parser.add_argument("--steps", type=int, default=100, help="optimizee steps per run")
+    parser.add_argument("--teacher-runs", type=int, default=6)
+    parser.add_argument("--iterations", type=int, default=1500)
+    parser.add_argument("--columns", type=int, default=8192,
+                        help="coordinates per imitation batch")
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--validate-every", type=int, default=50)
+    parser.add_argument("--validation-seeds", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-minutes", type=float, default=None)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="TensorFlow intra-op threads (0 = all cores)")
+    parser.add_argument("--quiet", action="store_true")
+    add_network_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.threads:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    command = "python -m keras_learned_opt.imitation " + " ".join(
+        shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    out = imitate(args.out, problem=args.problem, teacher=args.teacher,
+                  network=network_from_args(args), verbose=0 if args.quiet else 1,
+                  max_seconds=args.max_minutes * 60 if args.max_minutes else None,
+                  command=command, init_from=args.init_from, steps=args.steps,
+                  teacher_runs=args.teacher_runs, iterations=args.iterations,
+                  columns=args.columns, learning_rate=args.lr,
+                  validate_every=args.validate_every, validation_seeds=args.validation_seeds,
+                  seed=args.seed)
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
