@@ -6,7 +6,7 @@ For models of about 10k, 100k and 1M parameters, each as 8 dense layers (16
 variables, large kernels) and as 64 narrow ones (128 variables: many small
 tensors, as in real networks with biases and normalization), it times
 ``optimizer.apply(grads, variables)`` compiled with ``tf.function`` (graph;
-the optimizer's default compiles just its network call with XLA, and
+the optimizer's default compiles each variable group's update with XLA, and
 ``jit_network=False`` shows the plain graph) and with ``jit_compile=True``
 (the whole step under XLA), interleaved, and
 prints coordinates per second and the fraction of the *practical limit*: the

@@ -20,7 +20,7 @@ float32; ``states[k]`` is a list in ``network.state_layout`` order of
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from keras import ops
@@ -101,7 +101,6 @@ def masked_step(
     states: Sequence[Sequence],
     step: Any,
     learning_rate: Any,
-    network: Callable = apply_network,
 ) -> tuple[list, list[list]]:
     """Updates and new states of a group of variables, with one network call.
 
@@ -111,8 +110,6 @@ def masked_step(
         states: per variable, the state list of ``[width, n_k]`` float32.
         step: 1-based step, scalar.
         learning_rate: scalar multiplying the network output.
-        network: ``apply_network`` or a compiled stand-in with its signature
-            (``jit_network.CompiledNetwork``).
 
     Returns:
         ``(updates, new_states)``: per variable the ``[n_k]`` update to add
@@ -126,7 +123,7 @@ def masked_step(
     else:
         gradient = ops.concatenate(list(gradients), axis=0)
         state = [ops.concatenate([s[j] for s in states], axis=1) for j in range(len(states[0]))]
-    update, new_state = network(weights, config, gradient, state, step)
+    update, new_state = apply_network(weights, config, gradient, state, step)
     update = update * ops.cast(learning_rate, "float32")
     row_ok = ops.logical_and(ops.isfinite(gradient), ops.isfinite(update))
 

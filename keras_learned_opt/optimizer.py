@@ -16,8 +16,8 @@ from keras_learned_opt.errors import (
     UnknownPretrainedError,
 )
 from keras_learned_opt.fused import ALONE_ROWS, masked_step, plan_groups, plan_waves
-from keras_learned_opt.jit_network import CompiledNetwork
-from keras_learned_opt.network import NetworkConfig, apply_network, state_layout, weight_shapes
+from keras_learned_opt.jit_network import CompiledStep
+from keras_learned_opt.network import NetworkConfig, state_layout, weight_shapes
 from keras_learned_opt.bundled import default_pretrained_name, resolve_weights
 from keras_learned_opt.sparse import SPARSE_UPDATES, is_indexed_slices, rows_update_step
 from keras_learned_opt.weights import load_weight_file
@@ -108,10 +108,11 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
             call of their own, since copying their state into a concatenation
             costs more than a call (on CPU); ``0`` fuses every variable, which
             may pay where each op has a high fixed cost (GPU kernel launches).
-        jit_network: compile the network call with XLA inside TensorFlow
+        jit_network: compile each group's update (the network call with the
+            concatenation and split around it) with XLA inside TensorFlow
             graphs (``keras_learned_opt/jit_network.py``): the LSTM's
             element-wise work fused, at the price of one compilation per
-            distinct call size at the first step. ``"auto"`` (the default)
+            distinct group at the first step. ``"auto"`` (the default)
             does so on TensorFlow outside ``tf.distribute`` strategies;
             ``True`` asks for it and is an error on other backends, whose
             compiled steps (``jax.jit``) already fuse.
@@ -158,7 +159,7 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
                 f"'{keras.backend.backend()}' backend is not supported (use False or 'auto')"
             )
         self.jit_network = jit_network
-        self._compiled_network: CompiledNetwork | None = None  # made at the first step
+        self._compiled_step: CompiledStep | None = None  # made at the first step
         self.fused_group_size = int(fused_group_size)
         self.fused_alone_size = int(fused_alone_size)
         self._load_network(weights, network_config)
@@ -281,17 +282,18 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
 
     @property
     def uses_jit_network(self) -> bool:
-        """Whether the network call is now compiled by XLA (see ``jit_network``)."""
+        """Whether group updates are now compiled by XLA (see ``jit_network``)."""
         if self.jit_network == "auto":
             return keras.backend.backend() == "tensorflow" and not self._under_strategy()
         return bool(self.jit_network)
 
-    def _network_function(self):
+    def _group_step(self):
+        """``fused.masked_step``, or its XLA-compiled form (see ``jit_network``)."""
         if not self.uses_jit_network:
-            return apply_network
-        if self._compiled_network is None:
-            self._compiled_network = CompiledNetwork(self.network_config)
-        return self._compiled_network
+            return masked_step
+        if self._compiled_step is None:
+            self._compiled_step = CompiledStep(self.network_config)
+        return self._compiled_step
 
     def _backend_update_step(self, grads: list, trainable_variables: list, learning_rate: Any) -> None:
         # Overridden at this level (not `apply`) so that gradient accumulation,
@@ -348,9 +350,9 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
         ]
         states = [[ops.reshape(ops.cast(s, "float32"), (s.shape[0], n)) for s in var_slots]
                   for var_slots, n in zip(slots, sizes)]
-        updates, new_states = masked_step(
+        updates, new_states = self._group_step()(
             self._network_weights, self.network_config, flat_grads, states,
-            self.iterations + 1, learning_rate, network=self._network_function(),
+            self.iterations + 1, learning_rate,
         )
         for variable, var_slots, update, new_state in zip(variables, slots, updates, new_states):
             for slot, value in zip(var_slots, new_state):
