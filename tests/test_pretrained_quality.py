@@ -1,4 +1,4 @@
-"""The shipped paper-faithful optimizer against tuned baselines, on the protocol of issue 3.
+"""The shipped paper-faithful optimizers against tuned baselines, on the protocol of issue 3.
 
 Protocol: fmnist_mlp, Keras default initialization, batch 128, 100 steps, final loss = mean
 training-minibatch loss of the last 10 steps, 5 seeds never used in meta-training; Adam,
@@ -27,6 +27,25 @@ def test_paper_fmnist_mlp_against_tuned_baselines():
     for label in ("adam", "rmsprop", "sgd"):
         assert learned.best.mean < 0.95 * by_label[label], (label, learned.best.mean, by_label)
     assert result.ratio(learned) <= 1.02, result.table()
+
+
+@pytest.mark.slow
+def test_imitation_started_file_beats_every_tuned_baseline_clearly():
+    """`paper-fmnist-mlp-imitation` (the paper's architecture, started from an imitation
+    of scheduled Nesterov momentum, then meta-trained) measured 0.927x the best tuned
+    baseline (README; `python benchmarks/quality.py --weights paper-fmnist-mlp-imitation`).
+    The 0.90 target is missed and README says so; this guards the measured level, which is
+    below the best hand-made rule found (0.952, benchmarks/first_order_headroom.py)."""
+    from keras_learned_opt.weights import load_weight_file
+    from keras_learned_opt.bundled import resolve_weights
+
+    provenance = load_weight_file(resolve_weights("paper-fmnist-mlp-imitation")).provenance
+    assert provenance["command"].startswith("python -m keras_learned_opt.meta_train")
+    assert provenance["init_from_provenance"]["command"].startswith(
+        "python -m keras_learned_opt.imitation")
+    result = compare("fmnist_mlp", ["learned:paper-fmnist-mlp-imitation", "adam", "rmsprop",
+                                    "sgd", "nag"], seeds=5, steps=100, verbose=0)
+    assert result.ratio(result.optimizers[0]) <= 0.95, result.table()
 
 
 @pytest.mark.slow
