@@ -8,14 +8,18 @@ strong analytic optimizer and meta-train from there. This module makes that
 starting point:
 
 1. run the *teacher* (Nesterov momentum, optionally with its rate cut over the
-   last part of the run) on training episodes of a problem, recording every
-   step's flattened gradient and the teacher's update, ``[steps, N]`` each;
+   last part of the run, or Adam) on training episodes of a problem, recording
+   every step's flattened gradient and the teacher's update, ``[steps, N]``
+   each; with several problems, each has its own teacher (say, the rate tuned
+   for it), so the network learns to tell them apart by their gradients;
 2. feed the recorded gradients of random batches of coordinates to the update
    network (``network.apply_network``, zero initial state, the teacher's
    gradients at every step: teacher forcing) and lower, with Adam, the relative
-   squared error of its updates against the teacher's;
+   squared error of its updates against the teacher's (averaged over problems,
+   each batch drawing the same number of coordinates from each);
 3. every ``validate_every`` iterations, run the network as the optimizer on the
-   validation seeds and keep the best weights.
+   validation seeds and keep the best weights (the geometric mean of the
+   problems' final losses).
 
 The output is a weight file like the meta-trainer's, meant for its
 ``--init-from``; the meta-trainer copies this file's provenance into its own.
@@ -23,6 +27,8 @@ Command line::
 
     python -m keras_learned_opt.imitation --problem fmnist_mlp \\
         --teacher nesterov:lr=0.5,final=0.3 --out warm.h5
+    python -m keras_learned_opt.imitation --problem fmnist_mlp --teacher nesterov:lr=0.3 \\
+        --problem fmnist_cnn --teacher adam:lr=0.03 --out warm-mix.h5
 
 Killed and started again with the same command, a run resumes from its last
 checkpoint (``<out>.imitation-ckpt.npz``); the output file is only replaced atomically.
@@ -44,6 +50,23 @@ from typing import Any, Sequence
 import numpy as np
 
 from keras_learned_opt.network import NetworkConfig
+
+
+def _parse_options(spec: str, keys: dict[str, str]) -> dict[str, float]:
+    """``"name:key=value,..."`` -> ``{field: float}`` for the keys a teacher knows."""
+    values: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in spec.partition(":")[2].split(","))):
+        key, equals, value = item.partition("=")
+        if not equals or key not in keys:
+            raise ValueError(f"bad teacher option {item!r} in {spec!r}; "
+                             f"options: {', '.join(keys)}")
+        try:
+            values[keys[key]] = float(value)
+        except ValueError:
+            raise ValueError(f"teacher option {key} needs a number, got {value!r}") from None
+    if "learning_rate" not in values:
+        raise ValueError(f"teacher {spec!r} needs a learning rate, e.g. 'nesterov:lr=0.5'")
+    return values
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,30 +96,74 @@ class NesterovTeacher:
     @classmethod
     def parse(cls, spec: str) -> "NesterovTeacher":
         """``"nesterov:lr=0.5,momentum=0.9,final=0.3,final_share=0.2"`` (``lr`` required)."""
-        name, _, options = spec.partition(":")
-        if name.strip() != "nesterov":
-            raise ValueError(f"unknown teacher {name!r} in {spec!r}; known: 'nesterov:lr=...'")
-        values: dict[str, float] = {}
-        for item in filter(None, (part.strip() for part in options.split(","))):
-            key, equals, value = item.partition("=")
-            if not equals or key not in cls.KEYS:
-                raise ValueError(f"bad teacher option {item!r} in {spec!r}; "
-                                 f"options: {', '.join(cls.KEYS)}")
-            try:
-                values[cls.KEYS[key]] = float(value)
-            except ValueError:
-                raise ValueError(f"teacher option {key} needs a number, got {value!r}") from None
-        if "learning_rate" not in values:
-            raise ValueError(f"teacher {spec!r} needs a learning rate, e.g. 'nesterov:lr=0.5'")
-        return cls(**values)
+        return cls(**_parse_options(spec, cls.KEYS))
 
     def rates(self, steps: int) -> np.ndarray:
         """The learning rate of each of ``steps`` steps, ``[steps]``."""
         cut = np.arange(steps) >= (1.0 - self.final_share) * steps
         return np.where(cut, self.learning_rate * self.final_factor, self.learning_rate)
 
+    def start(self, params: list) -> list:
+        """The teacher's state for parameters ``params``: the velocities."""
+        return [p * 0.0 for p in params]
 
-def record_teacher(problem: Any, teacher: NesterovTeacher, seed: int,
+    def update(self, grads: list, velocity: list, t: int, steps: int) -> tuple[list, list]:
+        """Step ``t`` (0-based) of ``steps``: what to add to each parameter, new state."""
+        rate = np.float32(self.rates(steps)[t])
+        velocity = [self.momentum * v - rate * g for v, g in zip(velocity, grads)]
+        return [self.momentum * v - rate * g for v, g in zip(velocity, grads)], velocity
+
+
+@dataclasses.dataclass(frozen=True)
+class AdamTeacher:
+    """Adam as ``keras.optimizers.Adam`` runs it (bias-corrected rate, epsilon outside the root)."""
+
+    learning_rate: float
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    epsilon: float = 1e-7
+
+    def __post_init__(self) -> None:
+        if not self.learning_rate > 0:
+            raise ValueError(f"teacher learning rate must be > 0, got {self.learning_rate}")
+        if not (0 <= self.beta_1 < 1 and 0 <= self.beta_2 < 1 and self.epsilon > 0):
+            raise ValueError("teacher betas must be in [0, 1) and epsilon > 0")
+
+    KEYS = {"lr": "learning_rate", "beta_1": "beta_1", "beta_2": "beta_2",
+            "epsilon": "epsilon"}
+
+    @classmethod
+    def parse(cls, spec: str) -> "AdamTeacher":
+        """``"adam:lr=0.01,beta_1=0.9,beta_2=0.999,epsilon=1e-7"`` (``lr`` required)."""
+        return cls(**_parse_options(spec, cls.KEYS))
+
+    def start(self, params: list) -> tuple[list, list]:
+        """The teacher's state: first and second moments."""
+        return [p * 0.0 for p in params], [p * 0.0 for p in params]
+
+    def update(self, grads: list, moments: tuple, t: int, steps: int) -> tuple[list, tuple]:
+        first, second = moments
+        first = [m + (g - m) * (1 - self.beta_1) for m, g in zip(first, grads)]
+        second = [v + (g * g - v) * (1 - self.beta_2) for v, g in zip(second, grads)]
+        rate = np.float32(self.learning_rate * math.sqrt(1 - self.beta_2 ** (t + 1))
+                          / (1 - self.beta_1 ** (t + 1)))
+        steps_ = [-rate * m / (v ** 0.5 + self.epsilon) for m, v in zip(first, second)]
+        return steps_, (first, second)
+
+
+TEACHERS = {"nesterov": NesterovTeacher, "adam": AdamTeacher}
+
+
+def parse_teacher(spec: str) -> NesterovTeacher | AdamTeacher:
+    """A teacher from its spec, ``nesterov:lr=R[,...]`` or ``adam:lr=R[,...]``."""
+    name = spec.partition(":")[0].strip()
+    if name not in TEACHERS:
+        raise ValueError(f"unknown teacher {name!r} in {spec!r}; known: "
+                         "'nesterov:lr=...', 'adam:lr=...'")
+    return TEACHERS[name].parse(spec)
+
+
+def record_teacher(problem: Any, teacher: NesterovTeacher | AdamTeacher, seed: int,
                    steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The teacher's run on one episode: gradients ``[steps, N]``, updates ``[steps, N]``
     (what is added to the flattened parameters) and minibatch losses ``[steps]``."""
@@ -105,15 +172,14 @@ def record_teacher(problem: Any, teacher: NesterovTeacher, seed: int,
     episode = problem.episode(int(seed), steps)
     params = [tf.constant(p) for p in episode.params]
     task = [tf.constant(a) for a in episode.task]
-    velocity = [tf.zeros_like(p) for p in params]
+    state = teacher.start(params)
     gradients, updates, losses = [], [], []
-    for t, rate in enumerate(teacher.rates(steps).astype(np.float32)):
+    for t in range(steps):
         with tf.GradientTape() as tape:
             tape.watch(params)
             loss = problem.loss(params, task, [tf.constant(b[t]) for b in episode.batches])
         grads = tape.gradient(loss, params)
-        velocity = [teacher.momentum * v - rate * g for v, g in zip(velocity, grads)]
-        step = [teacher.momentum * v - rate * g for v, g in zip(velocity, grads)]
+        step, state = teacher.update(grads, state, t, steps)
         params = [p + s for p, s in zip(params, step)]
         gradients.append(np.concatenate([np.ravel(g) for g in grads]))
         updates.append(np.concatenate([np.ravel(s) for s in step]))
@@ -147,8 +213,8 @@ def imitation_error(weights: dict, config: NetworkConfig, gradients: Any, target
 class ImitationConfig:
     """Everything that defines an imitation run (stored in checkpoints and provenance)."""
 
-    problem: str = "fmnist_mlp"
-    teacher: str = "nesterov:lr=0.5"
+    problems: list = dataclasses.field(default_factory=lambda: ["fmnist_mlp"])
+    teachers: list = dataclasses.field(default_factory=lambda: ["nesterov:lr=0.5"])
     network: dict = dataclasses.field(default_factory=dict)
     init_from: str = ""
     steps: int = 100
@@ -163,7 +229,20 @@ class ImitationConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        NesterovTeacher.parse(self.teacher)  # a clear error now, not after the teacher runs
+        if isinstance(self.problems, str):
+            self.problems = [self.problems]
+        if isinstance(self.teachers, str):
+            self.teachers = [self.teachers]
+        self.problems, self.teachers = list(self.problems), list(self.teachers)
+        if not self.problems or not self.teachers:
+            raise ValueError("an imitation needs at least one problem and one teacher")
+        if len(self.teachers) == 1:
+            self.teachers = self.teachers * len(self.problems)
+        if len(self.teachers) != len(self.problems):
+            raise ValueError(f"give one teacher, or one per problem: {len(self.problems)} "
+                             f"problems {self.problems}, {len(self.teachers)} teachers")
+        for spec in self.teachers:
+            parse_teacher(spec)  # a clear error now, not after the teacher runs
         for name in ("steps", "teacher_runs", "iterations", "columns", "validate_every",
                      "validation_seeds", "checkpoint_every"):
             if getattr(self, name) < 1:
@@ -198,8 +277,8 @@ class Imitator:
 
         self.config, self.out, self.command, self.verbose = config, Path(out), command, verbose
         self.checkpoint_path = self.out.with_name(self.out.name + ".imitation-ckpt.npz")
-        self.teacher = NesterovTeacher.parse(config.teacher)
-        self.problem = get_problem(config.problem)
+        self.teachers = [parse_teacher(spec) for spec in config.teachers]
+        self.problems = [get_problem(name) for name in config.problems]
         self.network_config = NetworkConfig.from_dict(config.network)
         self.validation_seeds = [VALIDATION_SEED_BASE + i for i in range(config.validation_seeds)]
         self.init_provenance: dict = {}
@@ -231,35 +310,46 @@ class Imitator:
         self._step = tf.function(self._train_step, reduce_retracing=True)
 
     def _train_step(self, gradients, targets):
+        """``gradients``, ``targets``: one ``[steps, C_p]`` pair per problem; the error is
+        the mean of the problems' relative errors, so no teacher's scale dominates."""
         import tensorflow as tf
 
         with tf.GradientTape() as tape:
-            error = imitation_error(self.weights, self.network_config, gradients, targets)
+            error = tf.add_n([imitation_error(self.weights, self.network_config, g, t)
+                              for g, t in zip(gradients, targets)]) / len(gradients)
         return error, tape.gradient(error, [self.weights[n] for n in self.names])
 
-    def record(self) -> tuple[np.ndarray, np.ndarray, list[float]]:
-        """All teacher runs: gradients and updates ``[steps, runs * N]``, final losses."""
-        runs = [record_teacher(self.problem, self.teacher, teacher_seed(self.config.seed, r),
-                               self.config.steps) for r in range(self.config.teacher_runs)]
-        finals = [float(np.mean(losses[-10:])) for _, _, losses in runs]
-        for (gradients, updates, losses), final in zip(runs, finals):
-            if not (np.all(np.isfinite(updates)) and final < losses[0]):
-                raise ValueError(
-                    f"the teacher {self.config.teacher} diverged on {self.config.problem} "
-                    f"(loss {losses[0]:.4g} at the start, {final:.4g} at the end): there is "
-                    "nothing to imitate; give it a smaller learning rate")
-        return (np.concatenate([g for g, _, _ in runs], axis=1),
-                np.concatenate([u for _, u, _ in runs], axis=1), finals)
+    def record(self) -> tuple[list[np.ndarray], list[np.ndarray], dict[str, list[float]]]:
+        """All teacher runs: per problem, gradients and updates ``[steps, runs * N]``;
+        the final losses of each problem's runs."""
+        gradients, updates, finals = [], [], {}
+        for name, problem, spec, teacher in zip(self.config.problems, self.problems,
+                                                self.config.teachers, self.teachers):
+            runs = [record_teacher(problem, teacher, teacher_seed(self.config.seed, r),
+                                   self.config.steps) for r in range(self.config.teacher_runs)]
+            finals[name] = [float(np.mean(losses[-10:])) for _, _, losses in runs]
+            for (_, run_updates, losses), final in zip(runs, finals[name]):
+                if not (np.all(np.isfinite(run_updates)) and final < losses[0]):
+                    raise ValueError(
+                        f"the teacher {spec} diverged on {name} (loss {losses[0]:.4g} at the "
+                        f"start, {final:.4g} at the end): there is nothing to imitate; give it "
+                        "a smaller learning rate")
+            gradients.append(np.concatenate([g for g, _, _ in runs], axis=1))
+            updates.append(np.concatenate([u for _, u, _ in runs], axis=1))
+        return gradients, updates, finals
 
     def validate(self) -> float:
-        """Mean final loss of the current weights as the optimizer on the validation seeds."""
+        """Geometric mean over problems of the mean final loss of the current weights as
+        the optimizer on the validation seeds (for one problem: its mean final loss)."""
         from keras_learned_opt.unroll import evaluate, final_loss
 
         steps = self.config.steps
-        losses = evaluate({n: v.numpy() for n, v in self.weights.items()}, self.network_config,
-                          self.problem, self.validation_seeds, steps,
-                          unroll=math.gcd(steps, 20))
-        return float(np.mean(final_loss(losses)))
+        weights = {n: v.numpy() for n, v in self.weights.items()}
+        means = [np.mean(final_loss(evaluate(weights, self.network_config, problem,
+                                             self.validation_seeds, steps,
+                                             unroll=math.gcd(steps, 20))))
+                 for problem in self.problems]
+        return float(np.exp(np.mean(np.log(means))))
 
     # ----- checkpoints -------------------------------------------------------------
     def save_checkpoint(self) -> None:
@@ -293,15 +383,16 @@ class Imitator:
         self.skipped_steps = meta["skipped_steps"]
         return True
 
-    def write_output(self, teacher_finals: list[float]) -> None:
+    def write_output(self, teacher_finals: dict[str, list[float]]) -> None:
         from keras_learned_opt.weights import default_provenance, save_weight_file
 
         provenance = default_provenance(
             command=self.command,
             imitation_config=dataclasses.asdict(self.config),
-            teacher=dataclasses.asdict(self.teacher),
+            teachers=[dict(spec=spec, kind=type(t).__name__, **dataclasses.asdict(t))
+                      for spec, t in zip(self.config.teachers, self.teachers)],
             teacher_final_losses=teacher_finals,
-            problems=[self.config.problem],
+            problems=list(self.config.problems),
             steps=self.config.steps,
             seed=self.config.seed,
             validation_seeds=self.validation_seeds,
@@ -312,8 +403,10 @@ class Imitator:
             train_seconds=round(self.train_seconds, 1),
             **({"init_from_provenance": self.init_provenance} if self.init_provenance else {}),
         )
-        description = (f"imitation of {self.config.teacher} on {self.config.problem} "
-                       f"({self.config.steps}-step runs); a starting point for meta-training")
+        pairs = ", ".join(f"{t} on {p}" for p, t in zip(self.config.problems,
+                                                        self.config.teachers))
+        description = (f"imitation of {pairs} ({self.config.steps}-step runs); "
+                       "a starting point for meta-training")
         save_weight_file(self.out, self.best_weights, self.network_config, provenance,
                          description)
 
@@ -325,10 +418,12 @@ class Imitator:
         resumed = self.load_checkpoint()
         gradients, targets, teacher_finals = self.record()
         if self.verbose:
+            finals = {name: np.round(f, 4).tolist() for name, f in teacher_finals.items()}
             print(f"{'resumed at iteration ' + str(self.iteration) + '; ' if resumed else ''}"
-                  f"teacher final losses {np.round(teacher_finals, 4).tolist()}")
+                  f"teacher final losses {finals}")
         config = self.config
-        columns = min(config.columns, gradients.shape[1])
+        # The same number of coordinates from each problem, whatever its size.
+        columns = [min(max(config.columns // len(gradients), 1), g.shape[1]) for g in gradients]
         bar = keras.utils.Progbar(config.iterations, verbose=self.verbose,
                                   stateful_metrics=["error", "val_loss"])
         bar.update(self.iteration)
@@ -337,9 +432,9 @@ class Imitator:
         while self.iteration < config.iterations and time.time() < deadline:
             # The batch depends on (seed, iteration) only, so a resumed run sees the same.
             rng = np.random.default_rng([config.seed, self.iteration])
-            pick = rng.choice(gradients.shape[1], columns, replace=False)
-            error, grads = self._step(tf.constant(gradients[:, pick]),
-                                      tf.constant(targets[:, pick]))
+            picks = [rng.choice(g.shape[1], c, replace=False) for g, c in zip(gradients, columns)]
+            error, grads = self._step([tf.constant(g[:, pick]) for g, pick in zip(gradients, picks)],
+                                      [tf.constant(u[:, pick]) for u, pick in zip(targets, picks)])
             error = float(error)
             if all(np.all(np.isfinite(g.numpy())) for g in grads):
                 self.optimizer.apply(grads, [self.weights[n] for n in self.names])
@@ -367,16 +462,20 @@ class Imitator:
         return self.out
 
 
-def imitate(out: str | Path, problem: str = "fmnist_mlp", teacher: str = "nesterov:lr=0.5",
-            network: dict | None = None, verbose: int = 1, max_seconds: float | None = None,
-            command: str | None = None, **options: Any) -> Path:
+def imitate(out: str | Path, problem: str | Sequence[str] = "fmnist_mlp",
+            teacher: str | Sequence[str] = "nesterov:lr=0.5", network: dict | None = None,
+            verbose: int = 1, max_seconds: float | None = None, command: str | None = None,
+            **options: Any) -> Path:
     """Python API: imitate ``teacher`` on ``problem`` and write the best weights to ``out``.
 
-    ``network`` holds ``NetworkConfig`` fields; ``options`` are
-    ``ImitationConfig`` fields (iterations, columns, steps, teacher_runs, ...).
+    ``problem`` and ``teacher`` may be lists: one teacher for every problem, or
+    one per problem (``teacher[i]`` on ``problem[i]``). ``network`` holds
+    ``NetworkConfig`` fields; ``options`` are ``ImitationConfig`` fields
+    (iterations, columns, steps, teacher_runs, ...).
     """
-    config = ImitationConfig(problem=problem, teacher=teacher, network=dict(network or {}),
-                             **options)
+    config = ImitationConfig(problems=[problem] if isinstance(problem, str) else list(problem),
+                             teachers=[teacher] if isinstance(teacher, str) else list(teacher),
+                             network=dict(network or {}), **options)
     imitator = Imitator(config, out, command=command or f"imitate(out={str(out)!r}, ...)",
                         verbose=verbose)
     return imitator.run(max_seconds=max_seconds)
@@ -389,10 +488,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m keras_learned_opt.imitation",
         description="Train an update network to imitate a hand-made optimizer (a warm start "
                     "for meta-training) and write its weight file.")
-    parser.add_argument("--problem", default="fmnist_mlp")
-    parser.add_argument("--teacher", default="nesterov:lr=0.5",
-                        help="nesterov:lr=R[,momentum=M][,final=F][,final_share=S]: the rate is "
-                             "R*F over the last S of each run")
+    parser.add_argument("--problem", action="append",
+                        help="a registered problem (repeat to imitate on several; default "
+                             "fmnist_mlp)")
+    parser.add_argument("--teacher", action="append",
+                        help="nesterov:lr=R[,momentum=M][,final=F][,final_share=S] (the rate "
+                             "is R*F over the last S of each run) or "
+                             "adam:lr=R[,beta_1=B1][,beta_2=B2][,epsilon=E]; once for all "
+                             "problems or once per --problem, in the same order (default "
+                             "nesterov:lr=0.5)")
     parser.add_argument("--out", required=True, help="weight file to write (HDF5)")
     parser.add_argument("--init-from", default="")
     parser.add_argument("--steps", type=int, default=100, help="optimizee steps per run")
@@ -417,7 +521,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     command = "python -m keras_learned_opt.imitation " + " ".join(
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
-    out = imitate(args.out, problem=args.problem, teacher=args.teacher,
+    out = imitate(args.out, problem=args.problem or ["fmnist_mlp"],
+                  teacher=args.teacher or ["nesterov:lr=0.5"],
                   network=network_from_args(args), verbose=0 if args.quiet else 1,
                   max_seconds=args.max_minutes * 60 if args.max_minutes else None,
                   command=command, init_from=args.init_from, steps=args.steps,
