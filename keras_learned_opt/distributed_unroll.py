@@ -38,8 +38,8 @@ class ReplicatedUnroller:
     """``lanes`` episodes of one problem, ``lanes / replicas`` on each replica of ``strategy``."""
 
     def __init__(self, problem: Problem, config: NetworkConfig, unroll: int, lanes: int = 1,
-                 meta_loss: str = "mean", loss_weighting: str = "uniform", *,
-                 strategy: tf.distribute.Strategy) -> None:
+                 meta_loss: str = "mean", loss_weighting: str = "uniform",
+                 second_order: bool = False, *, strategy: tf.distribute.Strategy) -> None:
         replicas = strategy.num_replicas_in_sync
         if lanes % replicas:
             raise ValueError(f"lanes ({lanes}) must be a multiple of the strategy's "
@@ -52,7 +52,7 @@ class ReplicatedUnroller:
         # Builds the episodes of all lanes (same seeds, same data as one device).
         self._all_lanes = Unroller(problem, config, unroll, lanes, meta_loss, loss_weighting)
         self._replica = Unroller(problem, config, unroll, self.lanes_per_replica, meta_loss,
-                                 loss_weighting)
+                                 loss_weighting, second_order)
         self.coordinates = self._all_lanes.coordinates
         self._train = tf.function(self._train_truncation, reduce_retracing=True)
 

@@ -71,6 +71,7 @@ class MetaTrainConfig:
     init_from: str = ""
     long_unroll: tuple[int, ...] = ()
     validation_horizons: tuple[int, ...] = ()
+    second_order: bool = False
 
 
     def __post_init__(self) -> None:
@@ -119,7 +120,8 @@ class MetaTrainConfig:
         d.pop("episodes")  # extending a finished run is allowed
         if d["loss_weighting"] == "uniform":
             d.pop("loss_weighting")
-        for key in ("horizons", "init_from", "long_unroll", "validation_horizons"):
+        for key in ("horizons", "init_from", "long_unroll", "validation_horizons",
+                    "second_order"):
             if not d[key]:
                 d.pop(key)  # runs from before these options existed stay resumable
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
@@ -191,7 +193,8 @@ class MetaTrainer:
         unrolls = sorted({config.unroll, *config.long_unroll[1:]})
         self.train_unrollers = {
             (index, unroll): train_unroller(p, self.network_config, unroll, config.lanes,
-                                            config.meta_loss, config.loss_weighting)
+                                            config.meta_loss, config.loss_weighting,
+                                            second_order=config.second_order)
             for index, p in enumerate(self.problems) for unroll in unrolls
         }
         self.validation_unrollers = [
@@ -539,6 +542,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--validation-horizons", type=int, nargs="+", default=[],
                         help="score validation runs of each of these lengths (default: --steps); "
                              "the best weights minimize the mean log final loss over all")
+    parser.add_argument("--second-order", action="store_true",
+                        help="differentiate through the optimizee gradients too (the paper "
+                             "drops these second derivatives); about twice the cost")
     parser.add_argument("--validate-every", type=int, default=25)
     parser.add_argument("--validation-seeds", type=int, default=4)
     parser.add_argument("--checkpoint-every", type=int, default=10)
@@ -583,6 +589,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         checkpoint_every=args.checkpoint_every, seed=args.seed, horizons=tuple(args.horizons),
         long_unroll=tuple(args.long_unroll), init_from=args.init_from,
         validation_horizons=tuple(args.validation_horizons),
+        second_order=args.second_order,
     )
     command = "python -m keras_learned_opt.meta_train " + " ".join(
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))

@@ -4,7 +4,10 @@
 ``unroll`` steps. All coordinates of all lanes go through the update network in
 one call per step (rows of one batch), so the matrix products are large.
 Optimizee gradients are inputs to the network, not differentiated through
-(Andrychowicz et al. 2016, section 2: no second derivatives).
+(Andrychowicz et al. 2016, section 2: no second derivatives), unless
+``second_order=True``: then the meta-gradient also follows how each update
+changes the later gradients (Hessian-vector products through the unroll),
+at about twice the cost.
 
 Shapes: ``params`` is a list over lanes of lists of parameter tensors; ``state``
 is the network state for all ``lanes * N`` coordinates (``N`` parameters per
@@ -32,13 +35,15 @@ class Unroller:
     """Compiled truncations of ``unroll`` steps for one problem and lane count."""
 
     def __init__(self, problem: Problem, config: NetworkConfig, unroll: int, lanes: int = 1,
-                 meta_loss: str = "mean", loss_weighting: str = "uniform") -> None:
+                 meta_loss: str = "mean", loss_weighting: str = "uniform",
+                 second_order: bool = False) -> None:
         if meta_loss not in ("mean", "log"):
             raise ValueError(f"meta_loss must be 'mean' or 'log', got {meta_loss!r}")
         if loss_weighting not in LOSS_WEIGHTINGS:
             raise ValueError(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, "
                              f"got {loss_weighting!r}")
         self.loss_weighting = loss_weighting
+        self.second_order = second_order
         self.problem = problem
         self.config = config
         self.unroll = unroll
@@ -62,13 +67,17 @@ class Unroller:
                 loss = self.problem.loss(
                     params[k], [a[k] for a in task], [b[k, t] for b in batches]
                 )
-            if tape is not None:
-                with tape.stop_recording():
-                    grads = inner.gradient(loss, params[k])
-            else:
+            if self.second_order:  # recorded by the outer tape: differentiated through
                 grads = inner.gradient(loss, params[k])
+                flat_grads += [tf.reshape(g, [-1]) for g in grads]
+            else:
+                if tape is not None:
+                    with tape.stop_recording():
+                        grads = inner.gradient(loss, params[k])
+                else:
+                    grads = inner.gradient(loss, params[k])
+                flat_grads += [tf.stop_gradient(tf.reshape(g, [-1])) for g in grads]
             lane_losses.append(loss)
-            flat_grads += [tf.stop_gradient(tf.reshape(g, [-1])) for g in grads]
         return lane_losses, flat_grads
 
     def _network_step(self, weights, flat_grads, state, step):

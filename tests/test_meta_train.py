@@ -239,3 +239,39 @@ def test_loss_weightings_reduce_a_truncation_as_documented(weighting):
     assert float(unroller._reduce(tf.constant(losses), step0)) == pytest.approx(expected)
     with pytest.raises(ValueError, match="loss_weighting"):
         Unroller(problems.get_problem("quadratic"), NetworkConfig(), 20, loss_weighting="last")
+
+
+def test_second_order_meta_gradient_matches_finite_differences():
+    """With second_order the meta-gradient is the true derivative of the truncation's
+    meta-loss (central differences along a random direction agree); the paper's
+    first-order meta-gradient, which treats the optimizee gradients as inputs, does not."""
+    import tensorflow as tf
+
+    from keras_learned_opt.network import initial_weights
+    from keras_learned_opt.unroll import Unroller
+
+    problem = problems.get_problem("quadratic")
+    config = NetworkConfig(hidden_sizes=(6,), output_scale=0.1)
+    rng = np.random.default_rng(0)
+    weights = {n: (w + rng.normal(0, 0.3, w.shape)).astype(np.float64)
+               for n, w in initial_weights(config, 0).items()}  # a moving output layer
+    direction = {n: rng.normal(0, 1, w.shape) for n, w in weights.items()}
+
+    def truncation(unroller, w):
+        params, task, batches = unroller.episodes([11], 6)
+        return unroller.train_truncation(
+            {n: tf.constant(v, tf.float32) for n, v in w.items()}, params,
+            unroller.initial_state(), task, [tf.constant(b) for b in batches], 0)
+
+    def along(grads):
+        return sum(float(np.sum(grads[n].numpy() * direction[n])) for n in weights)
+
+    second = Unroller(problem, config, unroll=6, second_order=True)
+    first = Unroller(problem, config, unroll=6)
+    eps = 1e-3
+    losses = [float(truncation(first, {n: w + s * eps * direction[n] for n, w in weights.items()})[0])
+              for s in (1, -1)]
+    numeric = (losses[0] - losses[1]) / (2 * eps)
+    exact, paper = along(truncation(second, weights)[1]), along(truncation(first, weights)[1])
+    assert abs(exact - numeric) < 0.005 * abs(numeric), (exact, paper, numeric)
+    assert abs(paper - numeric) > 5 * abs(exact - numeric), (exact, paper, numeric)
