@@ -26,26 +26,29 @@ def test_benchmark_runs_tiny(script):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("selection", [False, True])
-def test_generalization_suite_runs_tiny_on_the_right_seeds(tmp_path, selection):
+def test_generalization_suite_runs_tiny_on_the_selection_seeds(tmp_path):
     """The suite's tiny run writes its table; --selection runs on its own block of seeds,
     apart from the evaluation seeds of the reported figures and meta-training's validation."""
     import json
 
     from keras_learned_opt.meta_train import EVALUATION_SEED_BASE, VALIDATION_SEED_BASE
 
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import generalization
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    assert generalization.suite_seeds(2) == [EVALUATION_SEED_BASE, EVALUATION_SEED_BASE + 1]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     done = subprocess.run(
         [sys.executable, str(BENCHMARKS / "generalization.py"), "--weights", "paper-fmnist-mlp",
-         "--tiny", "--out", str(tmp_path)] + (["--selection"] if selection else []),
+         "--tiny", "--selection", "--out", str(tmp_path)],
         capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = json.loads((tmp_path / "rows.json").read_text())
     assert [r["case"] for r in rows] == ["fmnist_mlp, 20 steps", "small CNN"]
     assert all(r["ratio"] is not None and r["ratio"] > 0 for r in rows), rows
     seeds = json.loads((tmp_path / "fmnist_mlp_20.json").read_text())["seeds"]
-    if selection:
-        assert all(VALIDATION_SEED_BASE + 1000 <= s < EVALUATION_SEED_BASE for s in seeds), seeds
-        assert "selection seeds" in (tmp_path / "table.md").read_text()
-    else:
-        assert seeds == [EVALUATION_SEED_BASE]
+    assert seeds == [VALIDATION_SEED_BASE + generalization.SELECTION_OFFSET], seeds
+    assert generalization.SELECTION_OFFSET >= 100  # clear of meta-training's validation seeds
+    assert "selection seeds" in (tmp_path / "table.md").read_text()
