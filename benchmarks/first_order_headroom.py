@@ -10,7 +10,10 @@ last 10 steps), each tuned over a finer learning-rate grid:
 - Nesterov 0.9 with the output layer's rate 3x the hidden layer's (per-layer
   tuning by hand, which a coordinate-wise optimizer cannot see directly);
 - Adam with epsilon 1e-3 (between Adam and momentum SGD) and with beta_2 0.99;
-- Lion (Chen et al. 2023, sign of interpolated momentum).
+- Lion (Chen et al. 2023, sign of interpolated momentum);
+- Nesterov 0.9 on per-coordinate gains adapted by delta-bar-delta (Jacobs
+  1988; ``imitation.DeltaBarDeltaTeacher``, the rule the imitation teacher
+  runs), constant and with the final cut.
 - Nesterov 0.9 with a learning-rate schedule over the run, which a learned
   optimizer could also learn (its LSTM state can count steps): the rate cut
   to 0.3x for the last 20% of the steps, and a cosine decay to 0.3x.
@@ -35,6 +38,7 @@ import keras
 from keras import ops
 
 from keras_learned_opt.compare import DEFAULT_LR_GRID, compare
+from keras_learned_opt.imitation import DeltaBarDeltaTeacher
 from keras_learned_opt.optimizer_specs import OptimizerSpec, parse_optimizer_spec
 
 FINE_GRID = [0.001, 0.003, 0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0]
@@ -73,6 +77,36 @@ class ScheduledSGD(keras.optimizers.SGD):
         super().update_step(gradient, variable, learning_rate * factor)
 
 
+class DeltaBarDelta(keras.optimizers.Optimizer):
+    """``DeltaBarDeltaTeacher``'s rule as a Keras optimizer (the teacher's own step function).
+
+    The final cut (``final_factor`` over the last ``final_share`` of
+    ``total_steps``) multiplies the rate, as the teacher's ``rates`` does.
+    """
+
+    def __init__(self, learning_rate: float, total_steps: int, **rule: float) -> None:
+        super().__init__(learning_rate=learning_rate)
+        self.rule = DeltaBarDeltaTeacher(learning_rate, **rule)
+        self.total_steps = total_steps
+
+    def build(self, variables: list) -> None:
+        super().build(variables)
+        self.velocities = [self.add_variable_from_reference(v, "velocity") for v in variables]
+        self.gains = [self.add_variable_from_reference(v, "gain", initializer="ones")
+                      for v in variables]
+        self.traces = [self.add_variable_from_reference(v, "trace") for v in variables]
+
+    def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
+        index = self._get_variable_index(variable)
+        slots = (self.velocities[index], self.gains[index], self.traces[index])
+        late = ops.cast(self.iterations, "float32") >= (1 - self.rule.final_share) * self.total_steps
+        rate = learning_rate * ops.where(late, self.rule.final_factor, 1.0)
+        steps, state = self.rule.step([gradient], tuple([slot] for slot in slots), rate)
+        for slot, value in zip(slots, state):
+            self.assign(slot, value[0])
+        self.assign_add(variable, steps[0])
+
+
 def variants(steps: int) -> list[OptimizerSpec]:
     def nag(momentum: float):
         return lambda lr: keras.optimizers.SGD(lr, momentum=momentum, nesterov=True)
@@ -89,6 +123,10 @@ def variants(steps: int) -> list[OptimizerSpec]:
             "step", steps, learning_rate=lr, momentum=0.9, nesterov=True)),
         OptimizerSpec("nag 0.9, cosine decay to 0.3x", lambda lr: ScheduledSGD(
             "cosine", steps, learning_rate=lr, momentum=0.9, nesterov=True)),
+        OptimizerSpec("nag 0.9 on delta-bar-delta gains", lambda lr: DeltaBarDelta(
+            lr, steps)),
+        OptimizerSpec("nag 0.9 on delta-bar-delta gains, rate 0.3x for the last 20%", lambda lr: DeltaBarDelta(
+            lr, steps, final_factor=0.3)),
     ]
     return specs
 

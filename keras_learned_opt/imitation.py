@@ -8,9 +8,9 @@ strong analytic optimizer and meta-train from there. This module makes that
 starting point:
 
 1. run the *teacher* (Nesterov momentum, optionally with its rate cut over the
-   last part of the run, or Adam) on training episodes of a problem, recording
-   every step's flattened gradient and the teacher's update, ``[steps, N]``
-   each; with several problems, each has its own teacher (say, the rate tuned
+   last part of the run; Adam; or Nesterov on delta-bar-delta gains) on
+   training episodes of a problem, recording every step's flattened gradient
+   and the teacher's update, ``[steps, N]`` each; with several problems, each has its own teacher (say, the rate tuned
    for it), so the network learns to tell them apart by their gradients;
 2. feed the recorded gradients of random batches of coordinates to the update
    network (``network.apply_network``, zero initial state, the teacher's
@@ -69,6 +69,13 @@ def _parse_options(spec: str, keys: dict[str, str]) -> dict[str, float]:
     return values
 
 
+def _cut_rates(learning_rate: float, final_factor: float, final_share: float,
+               steps: int) -> np.ndarray:
+    """``learning_rate`` for the first ``1 - final_share`` of ``steps``, then times ``final_factor``."""
+    cut = np.arange(steps) >= (1.0 - final_share) * steps
+    return np.where(cut, learning_rate * final_factor, learning_rate)
+
+
 @dataclasses.dataclass(frozen=True)
 class NesterovTeacher:
     """SGD with Nesterov momentum as ``keras.optimizers.SGD(nesterov=True)`` runs it.
@@ -100,8 +107,7 @@ class NesterovTeacher:
 
     def rates(self, steps: int) -> np.ndarray:
         """The learning rate of each of ``steps`` steps, ``[steps]``."""
-        cut = np.arange(steps) >= (1.0 - self.final_share) * steps
-        return np.where(cut, self.learning_rate * self.final_factor, self.learning_rate)
+        return _cut_rates(self.learning_rate, self.final_factor, self.final_share, steps)
 
     def start(self, params: list) -> list:
         """The teacher's state for parameters ``params``: the velocities."""
@@ -151,19 +157,95 @@ class AdamTeacher:
         return steps_, (first, second)
 
 
-TEACHERS = {"nesterov": NesterovTeacher, "adam": AdamTeacher}
+@dataclasses.dataclass(frozen=True)
+class DeltaBarDeltaTeacher:
+    """Nesterov momentum on gradients scaled by per-coordinate gains (delta-bar-delta).
+
+    Jacobs 1988 ("Increased rates of convergence through learning rate
+    adaptation"): a coordinate's gain grows by ``1 + up`` when its gradient has
+    the sign of the running average of its past gradients (decay ``trace``),
+    shrinks by ``1 - down`` when the signs differ, and stays within
+    ``[gain_min, gain_max]``. The scaled gradient then drives Nesterov momentum
+    as ``NesterovTeacher`` runs it, with the same optional final rate cut. The
+    rule needs only each coordinate's own gradient history, so a coordinate-wise
+    network can represent it, and it is odd in the gradient (an antisymmetric
+    network can too).
+    """
+
+    learning_rate: float
+    up: float = 0.1
+    down: float = 0.1
+    trace: float = 0.7
+    gain_min: float = 0.1
+    gain_max: float = 10.0
+    momentum: float = 0.9
+    final_factor: float = 1.0
+    final_share: float = 0.2
+
+    def __post_init__(self) -> None:
+        if not self.learning_rate > 0:
+            raise ValueError(f"teacher learning rate must be > 0, got {self.learning_rate}")
+        if not (self.up >= 0 and 0 <= self.down < 1 and 0 <= self.trace < 1):
+            raise ValueError("teacher needs up >= 0, down in [0, 1) and trace in [0, 1)")
+        if not 0 < self.gain_min <= 1 <= self.gain_max:
+            raise ValueError("teacher gains need 0 < gain_min <= 1 <= gain_max")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"teacher momentum must be in [0, 1), got {self.momentum}")
+        if not self.final_factor > 0 or not 0 <= self.final_share <= 1:
+            raise ValueError("teacher final factor must be > 0 and final share in [0, 1]")
+
+    KEYS = {"lr": "learning_rate", "up": "up", "down": "down", "trace": "trace",
+            "gain_min": "gain_min", "gain_max": "gain_max", "momentum": "momentum",
+            "final": "final_factor", "final_share": "final_share"}
+
+    @classmethod
+    def parse(cls, spec: str) -> "DeltaBarDeltaTeacher":
+        """``"dbd:lr=0.5,up=0.1,down=0.1,trace=0.7,final=0.3"`` (``lr`` required)."""
+        return cls(**_parse_options(spec, cls.KEYS))
+
+    def rates(self, steps: int) -> np.ndarray:
+        """The learning rate of each of ``steps`` steps, ``[steps]``."""
+        return _cut_rates(self.learning_rate, self.final_factor, self.final_share, steps)
+
+    def start(self, params: list) -> tuple[list, list, list]:
+        """The teacher's state: velocities, gains (ones) and gradient traces."""
+        return ([p * 0.0 for p in params], [p * 0.0 + 1.0 for p in params],
+                [p * 0.0 for p in params])
+
+    def update(self, grads: list, state: tuple, t: int, steps: int) -> tuple[list, tuple]:
+        """Step ``t`` (0-based) of ``steps``: what to add to each parameter, new state."""
+        return self.step(grads, state, np.float32(self.rates(steps)[t]))
+
+    def step(self, grads: list, state: tuple, rate: Any) -> tuple[list, tuple]:
+        """One step at learning rate ``rate`` (a float or a scalar tensor); any shapes."""
+        from keras import ops
+
+        velocity, gains, traces = state
+        gains = [ops.clip(k * ops.where(g * r > 0, 1.0 + self.up,
+                                        ops.where(g * r < 0, 1.0 - self.down, 1.0)),
+                          self.gain_min, self.gain_max) for k, g, r in zip(gains, grads, traces)]
+        traces = [self.trace * r + (1.0 - self.trace) * g for r, g in zip(traces, grads)]
+        velocity = [self.momentum * v - rate * k * g for v, k, g in zip(velocity, gains, grads)]
+        steps_ = [self.momentum * v - rate * k * g for v, k, g in zip(velocity, gains, grads)]
+        return steps_, (velocity, gains, traces)
 
 
-def parse_teacher(spec: str) -> NesterovTeacher | AdamTeacher:
-    """A teacher from its spec, ``nesterov:lr=R[,...]`` or ``adam:lr=R[,...]``."""
+TEACHERS = {"nesterov": NesterovTeacher, "adam": AdamTeacher, "dbd": DeltaBarDeltaTeacher}
+
+
+Teacher = NesterovTeacher | AdamTeacher | DeltaBarDeltaTeacher
+
+
+def parse_teacher(spec: str) -> Teacher:
+    """A teacher from its spec: ``nesterov:lr=R[,...]``, ``adam:lr=R[,...]`` or ``dbd:lr=R[,...]``."""
     name = spec.partition(":")[0].strip()
     if name not in TEACHERS:
         raise ValueError(f"unknown teacher {name!r} in {spec!r}; known: "
-                         "'nesterov:lr=...', 'adam:lr=...'")
+                         "'nesterov:lr=...', 'adam:lr=...', 'dbd:lr=...'")
     return TEACHERS[name].parse(spec)
 
 
-def record_teacher(problem: Any, teacher: NesterovTeacher | AdamTeacher, seed: int,
+def record_teacher(problem: Any, teacher: Teacher, seed: int,
                    steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The teacher's run on one episode: gradients ``[steps, N]``, updates ``[steps, N]``
     (what is added to the flattened parameters) and minibatch losses ``[steps]``."""
@@ -493,8 +575,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "fmnist_mlp)")
     parser.add_argument("--teacher", action="append",
                         help="nesterov:lr=R[,momentum=M][,final=F][,final_share=S] (the rate "
-                             "is R*F over the last S of each run) or "
-                             "adam:lr=R[,beta_1=B1][,beta_2=B2][,epsilon=E]; once for all "
+                             "is R*F over the last S of each run), "
+                             "adam:lr=R[,beta_1=B1][,beta_2=B2][,epsilon=E] or "
+                             "dbd:lr=R[,up=U][,down=D][,trace=T][,gain_min=A][,gain_max=B]"
+                             "[,momentum=M][,final=F][,final_share=S]; once for all "
                              "problems or once per --problem, in the same order (default "
                              "nesterov:lr=0.5)")
     parser.add_argument("--out", required=True, help="weight file to write (HDF5)")

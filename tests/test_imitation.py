@@ -7,6 +7,7 @@ import pytest
 import keras_learned_opt as klo
 from keras_learned_opt.imitation import (
     AdamTeacher,
+    DeltaBarDeltaTeacher,
     ImitationConfig,
     Imitator,
     NesterovTeacher,
@@ -40,9 +41,12 @@ def test_teacher_spec_parses_and_bad_specs_are_named():
                         ("nesterov:lr=0.1,beta=2", "bad teacher option"),
                         ("adam:lr=0.1,momentum=0.9", "bad teacher option"),
                         ("nesterov:lr=fast", "needs a number"), ("nesterov:lr=-1", "> 0"),
-                        ("adam:lr=0.1,beta_1=1", "betas")]:
+                        ("adam:lr=0.1,beta_1=1", "betas"), ("dbd:lr=0.1,gain_max=0.5", "gains"),
+                        ("dbd:lr=0.1,down=1", "down")]:
         with pytest.raises(ValueError, match=words):
             parse_teacher(spec)
+    assert parse_teacher("dbd:lr=0.5,up=0.2,final=0.3") == DeltaBarDeltaTeacher(
+        0.5, up=0.2, final_factor=0.3)
     with pytest.raises(ValueError, match="one per problem"):
         ImitationConfig(problems=["quadratic", "fmnist_mlp", "fmnist_cnn"],
                         teachers=["nesterov:lr=0.1", "adam:lr=0.1"])
@@ -69,6 +73,26 @@ def test_adam_teacher_updates_are_those_of_keras_adam():
         before = variable.numpy().copy()
         adam.apply([g], [variable])
         np.testing.assert_allclose(variable.numpy() - before, expected, rtol=1e-4, atol=1e-8)
+
+
+def test_delta_bar_delta_teacher_follows_its_rule_coordinate_by_coordinate():
+    """A scalar loop of Jacobs' rule with Nesterov momentum, against the teacher's vector code."""
+    teacher = DeltaBarDeltaTeacher(0.01, up=0.2, down=0.3, trace=0.5, gain_min=0.5, gain_max=2.0,
+                                   momentum=0.8, final_factor=0.5, final_share=0.25)
+    gradients, updates, _ = record_teacher(get_problem("quadratic"), teacher, 5, 16)
+    rates = teacher.rates(16)
+    assert rates[0] == 0.01 and rates[-1] == 0.005
+    for i in range(gradients.shape[1]):
+        gain, trace, velocity = 1.0, 0.0, 0.0
+        for t, g in enumerate(gradients[:, i].astype(np.float64)):
+            if g * trace > 0:
+                gain = min(gain * 1.2, 2.0)
+            elif g * trace < 0:
+                gain = max(gain * 0.7, 0.5)
+            trace = 0.5 * trace + 0.5 * g
+            velocity = 0.8 * velocity - rates[t] * gain * g
+            assert updates[t, i] == pytest.approx(0.8 * velocity - rates[t] * gain * g,
+                                                  rel=1e-4, abs=1e-9)
 
 
 def test_error_is_one_for_a_network_that_never_moves():
