@@ -123,10 +123,10 @@ def variants(steps: int) -> list[OptimizerSpec]:
             "step", steps, learning_rate=lr, momentum=0.9, nesterov=True)),
         OptimizerSpec("nag 0.9, cosine decay to 0.3x", lambda lr: ScheduledSGD(
             "cosine", steps, learning_rate=lr, momentum=0.9, nesterov=True)),
-        OptimizerSpec("nag 0.9 on delta-bar-delta gains", lambda lr: DeltaBarDelta(
-            lr, steps)),
-        OptimizerSpec("nag 0.9 on delta-bar-delta gains, rate 0.3x for the last 20%", lambda lr: DeltaBarDelta(
-            lr, steps, final_factor=0.3)),
+        OptimizerSpec("nag 0.9 on delta-bar-delta gains",
+                      lambda lr: DeltaBarDelta(lr, steps)),
+        OptimizerSpec("nag 0.9 on delta-bar-delta gains, rate 0.3x for the last 20%",
+                      lambda lr: DeltaBarDelta(lr, steps, final_factor=0.3)),
     ]
     return specs
 
