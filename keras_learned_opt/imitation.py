@@ -270,6 +270,46 @@ def record_teacher(problem: Any, teacher: Teacher, seed: int,
             np.asarray(losses))
 
 
+def record_student(problem: Any, teacher: Teacher, weights: dict, config: NetworkConfig,
+                   seed: int, steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The network's own run on one episode, labelled by the teacher (DAgger).
+
+    Ross et al. 2011 ("A Reduction of Imitation Learning and Structured Prediction
+    to No-Regret Online Learning"): a student trained only on the teacher's
+    trajectories never sees the states its own small errors lead to. Here the
+    network (``weights``, as the optimizer at learning rate 1) moves the
+    parameters, and the teacher, fed the same gradients, says at every step what
+    it would have done. Returns gradients ``[steps, N]``, the teacher's updates
+    ``[steps, N]`` and the minibatch losses ``[steps]`` of the network's run.
+    """
+    import tensorflow as tf
+
+    from keras_learned_opt.network import apply_network, zero_state
+
+    episode = problem.episode(int(seed), steps)
+    params = [tf.constant(p) for p in episode.params]
+    task = [tf.constant(a) for a in episode.task]
+    weights = {n: tf.constant(np.asarray(w, np.float32)) for n, w in weights.items()}
+    sizes = [int(np.prod(p.shape)) for p in params]
+    state, teacher_state = zero_state(config, sum(sizes)), teacher.start(params)
+    gradients, targets, losses = [], [], []
+    for t in range(steps):
+        with tf.GradientTape() as tape:
+            tape.watch(params)
+            loss = problem.loss(params, task, [tf.constant(b[t]) for b in episode.batches])
+        grads = tape.gradient(loss, params)
+        target, teacher_state = teacher.update(grads, teacher_state, t, steps)
+        flat = tf.concat([tf.reshape(g, [-1]) for g in grads], axis=0)
+        update, state = apply_network(weights, config, flat, state, t + 1)
+        params = [p + tf.reshape(u, p.shape)
+                  for p, u in zip(params, tf.split(update, sizes))]
+        gradients.append(flat.numpy())
+        targets.append(np.concatenate([np.ravel(u) for u in target]))
+        losses.append(float(loss))
+    return (np.stack(gradients).astype(np.float32), np.stack(targets).astype(np.float32),
+            np.asarray(losses))
+
+
 def imitation_error(weights: dict, config: NetworkConfig, gradients: Any, targets: Any) -> Any:
     """Relative squared error of the network's updates against ``targets``.
 
@@ -301,6 +341,7 @@ class ImitationConfig:
     init_from: str = ""
     steps: int = 100
     teacher_runs: int = 6
+    student_runs: int = 0
     iterations: int = 1500
     columns: int = 8192
     learning_rate: float = 3e-3
@@ -329,11 +370,18 @@ class ImitationConfig:
                      "validation_seeds", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.student_runs < 0:
+            raise ValueError(f"student_runs must be >= 0, got {self.student_runs}")
+        if self.student_runs and not self.init_from:
+            raise ValueError("student runs need a student: give init_from (--init-from), the "
+                             "network whose own runs the teacher labels")
 
     def fingerprint(self) -> str:
         """What must not change for a checkpoint to be resumed."""
         d = dataclasses.asdict(self)
         d.pop("iterations")  # extending a finished run is allowed
+        if not d["student_runs"]:
+            d.pop("student_runs")  # so checkpoints from before the option still resume
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -376,6 +424,7 @@ class Imitator:
         else:
             arrays = initial_weights(self.network_config, config.seed)
         self.names = sorted(arrays)
+        self.init_arrays = {n: np.asarray(arrays[n], np.float32) for n in self.names}
         self.weights = {n: tf.Variable(np.asarray(arrays[n], np.float32), name=n.replace("/", "_"))
                         for n in self.names}
         import keras
@@ -416,6 +465,17 @@ class Imitator:
                         f"the teacher {spec} diverged on {name} (loss {losses[0]:.4g} at the "
                         f"start, {final:.4g} at the end): there is nothing to imitate; give it "
                         "a smaller learning rate")
+            # DAgger: the starting network's own runs, on further training seeds, labelled
+            # by the teacher (always the --init-from weights, so a resumed run sees the same).
+            students = [record_student(problem, teacher, self.init_arrays, self.network_config,
+                                       teacher_seed(self.config.seed, self.config.teacher_runs + r),
+                                       self.config.steps)
+                        for r in range(self.config.student_runs)]
+            for _, _, losses in students:
+                if not np.all(np.isfinite(losses)):
+                    raise ValueError(f"the --init-from network diverged on {name}: its own "
+                                     "runs cannot be labelled; drop --student-runs")
+            runs += students
             gradients.append(np.concatenate([g for g, _, _ in runs], axis=1))
             updates.append(np.concatenate([u for _, u, _ in runs], axis=1))
         return gradients, updates, finals
@@ -585,6 +645,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--init-from", default="")
     parser.add_argument("--steps", type=int, default=100, help="optimizee steps per run")
     parser.add_argument("--teacher-runs", type=int, default=6)
+    parser.add_argument("--student-runs", type=int, default=0,
+                        help="DAgger: also this many runs of the --init-from network itself, "
+                             "each step labelled with the teacher's update for the gradients "
+                             "that network met")
     parser.add_argument("--iterations", type=int, default=1500)
     parser.add_argument("--columns", type=int, default=8192,
                         help="coordinates per imitation batch")
@@ -610,7 +674,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                   network=network_from_args(args), verbose=0 if args.quiet else 1,
                   max_seconds=args.max_minutes * 60 if args.max_minutes else None,
                   command=command, init_from=args.init_from, steps=args.steps,
-                  teacher_runs=args.teacher_runs, iterations=args.iterations,
+                  teacher_runs=args.teacher_runs, student_runs=args.student_runs,
+                  iterations=args.iterations,
                   columns=args.columns, learning_rate=args.lr,
                   validate_every=args.validate_every, validation_seeds=args.validation_seeds,
                   seed=args.seed)

@@ -15,7 +15,9 @@ from keras_learned_opt.imitation import (
     imitation_error,
     main,
     parse_teacher,
+    record_student,
     record_teacher,
+    teacher_seed,
 )
 from keras_learned_opt.network import NetworkConfig, initial_weights
 from keras_learned_opt.problems import get_problem
@@ -93,6 +95,40 @@ def test_delta_bar_delta_teacher_follows_its_rule_coordinate_by_coordinate():
             velocity = 0.8 * velocity - rates[t] * gain * g
             assert updates[t, i] == pytest.approx(0.8 * velocity - rates[t] * gain * g,
                                                   rel=1e-4, abs=1e-9)
+
+
+def test_student_runs_follow_the_network_and_are_labelled_by_the_teacher(tmp_path):
+    """DAgger: the network moves the parameters (its losses are those of the meta-trainer's
+    own evaluation of it), and each label is what the teacher would do after the gradients
+    the network met."""
+    from keras_learned_opt.unroll import evaluate
+
+    start = imitate(tmp_path / "start.h5", verbose=0, iterations=20, **SMALL)
+    weight_file = load_weight_file(start)
+    problem, teacher = get_problem("quadratic"), NesterovTeacher(0.003, 0.9)
+    gradients, targets, losses = record_student(problem, teacher, weight_file.arrays,
+                                                weight_file.config, 7, 20)
+    np.testing.assert_allclose(losses, evaluate(weight_file.arrays, weight_file.config, problem,
+                                                [7], 20)[0], rtol=1e-5)
+    _, _, teacher_losses = record_teacher(problem, teacher, 7, 20)
+    assert not np.allclose(losses, teacher_losses)  # its own trajectory, not the teacher's
+    velocity = np.zeros(gradients.shape[1])
+    for g, target in zip(gradients.astype(np.float64), targets):
+        velocity = 0.9 * velocity - 0.003 * g
+        np.testing.assert_allclose(target, 0.9 * velocity - 0.003 * g, rtol=1e-4, atol=1e-9)
+
+    imitator = Imitator(small_config(init_from=str(start), student_runs=3, iterations=5),
+                        tmp_path / "d.h5", verbose=0)
+    recorded, labels, _ = imitator.record()
+    assert recorded[0].shape == labels[0].shape == (20, (8 + 3) * 10)
+    np.testing.assert_allclose(recorded[0][:, 80:90], record_student(
+        problem, teacher, weight_file.arrays, weight_file.config,
+        teacher_seed(0, 8), 20)[0], rtol=1e-6)
+    imitator.run()
+    assert load_weight_file(tmp_path / "d.h5").provenance["imitation_config"]["student_runs"] == 3
+    with pytest.raises(ValueError, match="init_from"):
+        small_config(student_runs=2)
+    assert small_config(student_runs=0).fingerprint() == small_config().fingerprint()
 
 
 def test_error_is_one_for_a_network_that_never_moves():
