@@ -21,6 +21,10 @@ starting point:
    validation seeds and keep the best weights (the geometric mean of the
    problems' final losses).
 
+With ``student_runs`` (DAgger) the ``init_from`` network also runs episodes
+itself and the teacher labels each of its steps (``record_student``); those
+runs join the teacher's in step 2.
+
 The output is a weight file like the meta-trainer's, meant for its
 ``--init-from``; the meta-trainer copies this file's provenance into its own.
 Command line::
