@@ -30,22 +30,31 @@ def test_paper_fmnist_mlp_against_tuned_baselines():
 
 
 @pytest.mark.slow
-def test_imitation_started_file_beats_every_tuned_baseline_clearly():
-    """`paper-fmnist-mlp-imitation` (the paper's architecture, started from an imitation
-    of scheduled Nesterov momentum, then meta-trained) measured 0.927x the best tuned
-    baseline (README; `python benchmarks/quality.py --weights paper-fmnist-mlp-imitation`).
-    The 0.90 target is missed and README says so; this guards the measured level, which is
-    below the best hand-made rule found (0.952, benchmarks/first_order_headroom.py)."""
-    from keras_learned_opt.weights import load_weight_file
+def test_imitation_started_files_beat_every_tuned_baseline_clearly():
+    """The paper's architecture trained by imitation (README, "Results"; `python
+    benchmarks/quality.py --weights <name>`): `paper-fmnist-mlp-dbd` (imitation of Nesterov
+    momentum on delta-bar-delta gains) measured 0.905x the best tuned baseline, and
+    `paper-fmnist-mlp-imitation` (imitation of scheduled Nesterov, then meta-trained) 0.927x.
+    The 0.90 target is missed and README says so; this guards the measured levels, which
+    are at or below the best hand-made rule found (0.914, benchmarks/first_order_headroom.py)."""
     from keras_learned_opt.bundled import resolve_weights
+    from keras_learned_opt.weights import load_weight_file
 
-    provenance = load_weight_file(resolve_weights("paper-fmnist-mlp-imitation")).provenance
-    assert provenance["command"].startswith("python -m keras_learned_opt.meta_train")
-    assert provenance["init_from_provenance"]["command"].startswith(
+    tuned = load_weight_file(resolve_weights("paper-fmnist-mlp-imitation")).provenance
+    assert tuned["command"].startswith("python -m keras_learned_opt.meta_train")
+    assert tuned["init_from_provenance"]["command"].startswith(
         "python -m keras_learned_opt.imitation")
-    result = compare("fmnist_mlp", ["learned:paper-fmnist-mlp-imitation", "adam", "rmsprop",
+    imitated = load_weight_file(resolve_weights("paper-fmnist-mlp-dbd")).provenance
+    for provenance in (imitated, imitated["init_from_provenance"]):
+        assert provenance["command"].startswith("python -m keras_learned_opt.imitation")
+        assert provenance["teachers"][0]["kind"] == "DeltaBarDeltaTeacher"
+    result = compare("fmnist_mlp", ["learned:paper-fmnist-mlp-dbd",
+                                    "learned:paper-fmnist-mlp-imitation", "adam", "rmsprop",
                                     "sgd", "nag"], seeds=5, steps=100, verbose=0)
-    assert result.ratio(result.optimizers[0]) <= 0.95, result.table()
+    dbd, imitation = result.optimizers[:2]
+    assert result.best_baseline().label == "nag", result.table()
+    assert result.ratio(dbd) <= 0.92, result.table()
+    assert result.ratio(imitation) <= 0.95, result.table()
 
 
 # The cases of benchmarks/generalization.py where the default meets its target, each with
