@@ -25,6 +25,13 @@ With ``student_runs`` (DAgger) the ``init_from`` network also runs episodes
 itself and the teacher labels each of its steps (``record_student``); those
 runs join the teacher's in step 2.
 
+With ``window`` (``--window W``) step 2 uses a window of ``W`` steps at a random
+multiple of ``W`` instead of the whole run, starting from the state the network
+reaches there when fed the run's gradients (``network_state_after``, no
+backpropagation through it). Long teacher runs (``--steps 1000``) then cost per
+iteration about what short ones do, and the network learns what to do late in a
+run, which 100-step runs never show it.
+
 The output is a weight file like the meta-trainer's, meant for its
 ``--init-from``; the meta-trainer copies this file's provenance into its own.
 Command line::
@@ -314,11 +321,14 @@ def record_student(problem: Any, teacher: Teacher, weights: dict, config: Networ
             np.asarray(losses))
 
 
-def imitation_error(weights: dict, config: NetworkConfig, gradients: Any, targets: Any) -> Any:
+def imitation_error(weights: dict, config: NetworkConfig, gradients: Any, targets: Any,
+                    state: Sequence | None = None, first_step: Any = 0) -> Any:
     """Relative squared error of the network's updates against ``targets``.
 
     ``gradients`` and ``targets`` are ``[steps, C]`` for ``C`` coordinates; the
-    network starts from zero state and sees ``gradients[t]`` at step ``t``.
+    network starts from ``state`` (zero state when ``None``; see
+    ``network_state_after`` for a window that starts later in a run) and sees
+    ``gradients[t]`` at step ``first_step + t`` (0-based) of the run.
     Returns ``sum (update - target)^2 / sum target^2`` (0 is perfect; 1 is
     what a network that never moves scores).
     """
@@ -327,12 +337,36 @@ def imitation_error(weights: dict, config: NetworkConfig, gradients: Any, target
     from keras_learned_opt.network import apply_network, zero_state
 
     columns = gradients.shape[1]
-    state = zero_state(config, columns)
+    state = zero_state(config, columns) if state is None else list(state)
     error = 0.0
     for t in range(gradients.shape[0]):
-        update, state = apply_network(weights, config, gradients[t], state, t + 1)
+        update, state = apply_network(weights, config, gradients[t], state, first_step + t + 1)
         error = error + ops.sum(ops.square(update - targets[t]))
     return error / ops.maximum(ops.sum(ops.square(targets)), 1e-30)
+
+
+def network_state_after(weights: dict, config: NetworkConfig, gradients: Any) -> list:
+    """The network's state after it has seen ``gradients`` (``[s, C]``, any ``s >= 0``,
+    also unknown while tracing) from zero state, each ``[width, C]``.
+
+    Under teacher forcing the state at step ``s`` depends on the recorded
+    gradients only, so a window ``[s, s + W)`` of a long run can be imitated
+    from here without backpropagating through the first ``s`` steps.
+    """
+    import tensorflow as tf
+
+    from keras_learned_opt.network import apply_network, zero_state
+
+    gradients = tf.convert_to_tensor(gradients)
+
+    def body(t, *state):
+        _, state = apply_network(weights, config, gradients[t], list(state), t + 1)
+        return (t + 1, *state)
+
+    start = zero_state(config, gradients.shape[1])
+    final = tf.while_loop(lambda t, *state: t < tf.shape(gradients)[0], body,
+                          (tf.constant(0), *start))
+    return [tf.stop_gradient(s) for s in final[1:]]
 
 
 @dataclasses.dataclass
@@ -344,6 +378,7 @@ class ImitationConfig:
     network: dict = dataclasses.field(default_factory=dict)
     init_from: str = ""
     steps: int = 100
+    window: int = 0
     teacher_runs: int = 6
     student_runs: int = 0
     iterations: int = 1500
@@ -374,6 +409,10 @@ class ImitationConfig:
                      "validation_seeds", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.window < 0 or self.window > self.steps or (self.window
+                                                           and self.steps % self.window):
+            raise ValueError(f"window must be 0 (the whole run) or divide steps ({self.steps}), "
+                             f"got {self.window}")
         if self.student_runs < 0:
             raise ValueError(f"student_runs must be >= 0, got {self.student_runs}")
         if self.student_runs and not self.init_from:
@@ -384,8 +423,9 @@ class ImitationConfig:
         """What must not change for a checkpoint to be resumed."""
         d = dataclasses.asdict(self)
         d.pop("iterations")  # extending a finished run is allowed
-        if not d["student_runs"]:
-            d.pop("student_runs")  # so checkpoints from before the option still resume
+        for option in ("student_runs", "window"):
+            if not d[option]:
+                d.pop(option)  # so checkpoints from before the option still resume
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -443,16 +483,41 @@ class Imitator:
         self.train_seconds = 0.0
         self.skipped_steps = 0
         self._step = tf.function(self._train_step, reduce_retracing=True)
+        self._state_after = tf.function(
+            lambda weights, gradients: network_state_after(weights, self.network_config,
+                                                           gradients), reduce_retracing=True)
 
-    def _train_step(self, gradients, targets):
-        """``gradients``, ``targets``: one ``[steps, C_p]`` pair per problem; the error is
-        the mean of the problems' relative errors, so no teacher's scale dominates."""
+    def _train_step(self, gradients, targets, states=None, first_step=0):
+        """``gradients``, ``targets``: one ``[steps, C_p]`` pair per problem (each
+        problem's window starting at ``first_step`` from its ``states``, or the whole
+        run from zero state); the error is the mean of the problems' relative
+        errors, so no teacher's scale dominates."""
         import tensorflow as tf
 
+        states = states or [None] * len(gradients)
         with tf.GradientTape() as tape:
-            error = tf.add_n([imitation_error(self.weights, self.network_config, g, t)
-                              for g, t in zip(gradients, targets)]) / len(gradients)
+            error = tf.add_n([imitation_error(self.weights, self.network_config, g, t, s,
+                                              first_step)
+                              for g, t, s in zip(gradients, targets, states)]) / len(gradients)
         return error, tape.gradient(error, [self.weights[n] for n in self.names])
+
+    def _batch(self, gradients, targets, picks, rng):
+        """Arguments of ``_step`` for one batch: the whole runs' picked columns, or
+        (with ``window``) a window drawn at a multiple of ``window`` steps, with
+        the state the network reaches there under teacher forcing."""
+        import tensorflow as tf
+
+        window = self.config.window
+        if not window:
+            return ([tf.constant(g[:, pick]) for g, pick in zip(gradients, picks)],
+                    [tf.constant(u[:, pick]) for u, pick in zip(targets, picks)])
+        start = window * int(rng.integers(self.config.steps // window))
+        states = [self._state_after({n: v for n, v in self.weights.items()},
+                                    tf.constant(g[:start, pick]))
+                  for g, pick in zip(gradients, picks)]
+        return ([tf.constant(g[start:start + window, pick]) for g, pick in zip(gradients, picks)],
+                [tf.constant(u[start:start + window, pick]) for u, pick in zip(targets, picks)],
+                states, tf.constant(start))
 
     def record(self) -> tuple[list[np.ndarray], list[np.ndarray], dict[str, list[float]]]:
         """All teacher runs: per problem, gradients and updates ``[steps, runs * N]``;
@@ -551,7 +616,8 @@ class Imitator:
         )
         pairs = ", ".join(f"{t} on {p}" for p, t in zip(self.config.problems,
                                                         self.config.teachers))
-        description = (f"imitation of {pairs} ({self.config.steps}-step runs); "
+        windows = (f", {self.config.window}-step windows" if self.config.window else "")
+        description = (f"imitation of {pairs} ({self.config.steps}-step runs{windows}); "
                        "a starting point for meta-training")
         save_weight_file(self.out, self.best_weights, self.network_config, provenance,
                          description)
@@ -579,8 +645,7 @@ class Imitator:
             # The batch depends on (seed, iteration) only, so a resumed run sees the same.
             rng = np.random.default_rng([config.seed, self.iteration])
             picks = [rng.choice(g.shape[1], c, replace=False) for g, c in zip(gradients, columns)]
-            error, grads = self._step([tf.constant(g[:, pick]) for g, pick in zip(gradients, picks)],
-                                      [tf.constant(u[:, pick]) for u, pick in zip(targets, picks)])
+            error, grads = self._step(*self._batch(gradients, targets, picks, rng))
             error = float(error)
             if all(np.all(np.isfinite(g.numpy())) for g in grads):
                 self.optimizer.apply(grads, [self.weights[n] for n in self.names])
@@ -648,6 +713,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="weight file to write (HDF5)")
     parser.add_argument("--init-from", default="")
     parser.add_argument("--steps", type=int, default=100, help="optimizee steps per run")
+    parser.add_argument("--window", type=int, default=0,
+                        help="imitate random windows of this many steps (a divisor of "
+                             "--steps), each from the state the network reaches there under "
+                             "teacher forcing; 0: whole runs")
     parser.add_argument("--teacher-runs", type=int, default=6)
     parser.add_argument("--student-runs", type=int, default=0,
                         help="DAgger: also this many runs of the --init-from network itself, "
@@ -678,6 +747,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   network=network_from_args(args), verbose=0 if args.quiet else 1,
                   max_seconds=args.max_minutes * 60 if args.max_minutes else None,
                   command=command, init_from=args.init_from, steps=args.steps,
+                  window=args.window,
                   teacher_runs=args.teacher_runs, student_runs=args.student_runs,
                   iterations=args.iterations,
                   columns=args.columns, learning_rate=args.lr,

@@ -218,3 +218,56 @@ def test_each_problem_is_imitated_with_its_own_teacher(tmp_path):
     # Both fell from 1.0 (zero output layer); Adam's sign-like steps on the scaled
     # quadratic are the easy part, and are only learned if they were its targets.
     assert errors[0] < 0.95 and errors[1] < 0.2, errors
+
+
+def _random_weights(config: NetworkConfig, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    return {name: (rng.normal(size=value.shape) * 0.3).astype("float32")
+            for name, value in initial_weights(config).items()}
+
+
+@pytest.mark.parametrize("features", ["log_and_sign", "rnnprop"])
+def test_a_window_is_imitated_from_the_state_the_run_reaches_there(features):
+    """The window's error equals the error over those steps of a run from step 0 (the
+    RNNprop features also check that the window's step numbers continue the run's)."""
+    from keras_learned_opt.imitation import network_state_after
+    from keras_learned_opt.network import apply_network, zero_state
+
+    config = NetworkConfig(hidden_sizes=(8, 8), input_features=features)
+    weights = _random_weights(config)
+    rng = np.random.default_rng(1)
+    gradients = (rng.normal(size=(30, 7)) * 1e-2).astype("float32")
+    targets = (rng.normal(size=(30, 7)) * 1e-2).astype("float32")
+    state, updates = zero_state(config, 7), []
+    for t in range(30):
+        update, state = apply_network(weights, config, gradients[t], state, t + 1)
+        updates.append(np.asarray(update))
+    updates = np.stack(updates)
+    expected = np.sum((updates[20:] - targets[20:]) ** 2) / np.sum(targets[20:] ** 2)
+    start = network_state_after(weights, config, gradients[:20])
+    window = imitation_error(weights, config, gradients[20:], targets[20:], start, 20)
+    assert float(window) == pytest.approx(float(expected), rel=1e-5)
+    for value in network_state_after(weights, config, gradients[:0]):
+        assert not np.any(np.asarray(value))  # no steps: the zero state
+
+
+def test_windowed_imitation_trains_resumes_and_says_so(tmp_path):
+    with pytest.raises(ValueError, match="window must be 0"):
+        small_config(window=7)  # does not divide the 20 steps
+    assert small_config().fingerprint() == small_config(window=0).fingerprint()
+    assert small_config(window=5).fingerprint() != small_config().fingerprint()
+    whole = Imitator(small_config(window=5, iterations=10), tmp_path / "whole.h5", verbose=0)
+    whole.run()
+    part = Imitator(small_config(window=5, iterations=6), tmp_path / "part.h5", verbose=0)
+    part.run()
+    resumed = Imitator(small_config(window=5, iterations=10), tmp_path / "part.h5", verbose=0)
+    resumed.run()
+    for name in whole.names:
+        np.testing.assert_allclose(resumed.weights[name].numpy(), whole.weights[name].numpy(),
+                                   rtol=1e-5, atol=1e-7)
+    weight_file = load_weight_file(tmp_path / "whole.h5")
+    assert weight_file.provenance["imitation_config"]["window"] == 5
+    assert "5-step windows" in weight_file.description
+    out = imitate(tmp_path / "warm.h5", verbose=0, iterations=60, **dict(SMALL, window=5))
+    history = load_weight_file(out).provenance["validation_history"]
+    assert history[-1]["error"] < 0.5, history  # 1.0 at the start (zero output layer)
