@@ -52,3 +52,25 @@ def test_generalization_suite_runs_tiny_on_the_selection_seeds(tmp_path):
     assert seeds == [VALIDATION_SEED_BASE + generalization.SELECTION_OFFSET], seeds
     assert generalization.SELECTION_OFFSET >= 100  # clear of meta-training's validation seeds
     assert "selection seeds" in (tmp_path / "table.md").read_text()
+
+
+@pytest.mark.slow
+def test_quality_benchmark_compares_several_files_on_the_selection_seeds(tmp_path):
+    """Candidate files are chosen on the selection seeds, all in one run with one tuning."""
+    import json
+
+    from keras_learned_opt.meta_train import VALIDATION_SEED_BASE
+
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    out = tmp_path / "q.json"
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "quality.py"), "--weights", "paper-fmnist-mlp",
+         "paper-fmnist-mlp-dbd", "--selection", "--seeds", "2", "--steps", "20",
+         "--lr-grid", "0.1", "0.3", "--out", str(out)],
+        capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    verdicts = [line for line in done.stdout.splitlines() if "ratio learned / best" in line]
+    assert [line.split(":")[0] for line in verdicts] == ["paper-fmnist-mlp",
+                                                         "paper-fmnist-mlp-dbd"], done.stdout
+    assert json.loads(out.read_text())["seeds"] == [VALIDATION_SEED_BASE + 1000,
+                                                    VALIDATION_SEED_BASE + 1001]
