@@ -33,7 +33,8 @@ def test_paper_fmnist_mlp_against_tuned_baselines():
 def test_imitation_started_files_beat_every_tuned_baseline_clearly():
     """The paper's architecture trained by imitation (README, "Results"; `python
     benchmarks/quality.py --weights <name>`): `paper-fmnist-mlp-dbd` (imitation of Nesterov
-    momentum on delta-bar-delta gains) measured 0.905x the best tuned baseline, and
+    momentum on delta-bar-delta gains) measured 0.905x the best tuned baseline (0.911x on 50
+    seeds), and
     `paper-fmnist-mlp-imitation` (imitation of scheduled Nesterov, then meta-trained) 0.927x.
     The 0.90 target is missed and README says so; this guards the measured levels, which
     are at or below the best hand-made rule found (0.914, benchmarks/first_order_headroom.py)."""
