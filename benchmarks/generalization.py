@@ -3,6 +3,7 @@
     python benchmarks/generalization.py                      # every bundled optimizer, full size
     python benchmarks/generalization.py --weights NAME --tiny  # seconds, for CI
     python benchmarks/generalization.py --weights A.h5 B.h5 --selection  # choose among candidates
+    python benchmarks/generalization.py --cases fmnist_mlp_1000 --seeds 20  # one case, more seeds
 
 For each learned optimizer and each case below, the ratio
 final-loss(learned) / final-loss(best tuned baseline), where the baselines
@@ -51,6 +52,16 @@ def suite_seeds(count: int, selection: bool = False) -> list[int]:
     return list(range(base, base + count))
 
 
+def case_slug(case: tuple[str, str, int]) -> str:
+    """A case's short name, also the stem of its JSON file: ``fmnist_mlp_1000``."""
+    _, problem, steps = case
+    return f"{problem}_{steps}"
+
+
+def case_slugs(cases: list) -> list[str]:
+    return [case_slug(case) for case in cases]
+
+
 def run_suite(weights: list[str], seeds: list[int], lr_grid: list[float], cases: list,
               out: Path, verbose: int = 1) -> list[dict]:
     from keras_learned_opt.compare import compare
@@ -61,7 +72,7 @@ def run_suite(weights: list[str], seeds: list[int], lr_grid: list[float], cases:
         started = time.monotonic()
         specs = [f"learned:{w}" for w in weights] + ["adam", "rmsprop", "sgd", "nag"]
         result = compare(problem, specs, seeds=seeds, steps=steps, lr_grid=lr_grid, verbose=0)
-        slug = f"{problem}_{steps}"
+        slug = case_slug((label, problem, steps))
         result.to_json(out / f"{slug}.json")
         reference = result.best_baseline()
         for w, opt in zip(weights, result.optimizers):
@@ -146,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--selection", action="store_true",
                         help="run on the seeds kept for choosing among candidate files, not "
                              "on the evaluation seeds")
+    parser.add_argument("--cases", nargs="+", default=None, metavar="PROBLEM_STEPS",
+                        help="run only these cases, named PROBLEM_STEPS as in the JSON file "
+                             f"names (default: all of {', '.join(case_slugs(CASES))})")
     parser.add_argument("--out", default="benchmarks/results/generalization")
     args = parser.parse_args(argv)
 
@@ -156,6 +170,12 @@ def main(argv: list[str] | None = None) -> int:
         print("no bundled optimizers and no --weights given", file=sys.stderr)
         return 2
     cases, seeds, grid = CASES, args.seeds, args.lr_grid
+    if args.cases:
+        unknown = sorted(set(args.cases) - set(case_slugs(CASES)))
+        if unknown:
+            parser.error(f"unknown case(s) {', '.join(unknown)}; known: "
+                         f"{', '.join(case_slugs(CASES))}")
+        cases = [case for case in CASES if case_slug(case) in args.cases]
     if args.tiny:
         cases = [("fmnist_mlp, 20 steps", "fmnist_mlp", 20), ("small CNN", "fmnist_cnn", 20)]
         seeds, grid = 1, [0.01, 0.1]

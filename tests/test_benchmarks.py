@@ -74,3 +74,34 @@ def test_quality_benchmark_compares_several_files_on_the_selection_seeds(tmp_pat
                                                          "paper-fmnist-mlp-dbd"], done.stdout
     assert json.loads(out.read_text())["seeds"] == [VALIDATION_SEED_BASE + 1000,
                                                     VALIDATION_SEED_BASE + 1001]
+
+
+def test_generalization_suite_runs_only_the_named_cases(tmp_path, monkeypatch, capsys):
+    """--cases picks cases by their JSON stem; an unknown name is refused with the known ones."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import generalization
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    asked = {}
+
+    def fake_suite(weights, seeds, lr_grid, cases, out, verbose=1):
+        asked.update(cases=cases, seeds=seeds)
+        return [{"weights": weights[0], "case": label, "problem": problem, "steps": steps,
+                 "learned_final_loss": 0.5, "best_baseline": "nag", "baseline_learning_rate": 0.3,
+                 "baseline_final_loss": 0.5, "ratio": 1.0, "diverged": False, "target": 1.0,
+                 "seconds": 0.0} for label, problem, steps in cases]
+
+    monkeypatch.setattr(generalization, "run_suite", fake_suite)
+    monkeypatch.setattr(generalization, "plot", lambda rows, path: None)
+    assert generalization.main(["--weights", "paper-fmnist-mlp", "--seeds", "20", "--cases",
+                                "fmnist_mlp_1000", "fmnist_cnn_100", "--out", str(tmp_path)]) == 0
+    assert asked["cases"] == [("fmnist_mlp, 1000 steps", "fmnist_mlp", 1000),
+                              ("small CNN", "fmnist_cnn", 100)]
+    assert asked["seeds"] == generalization.suite_seeds(20)
+    assert "| paper-fmnist-mlp | small CNN |" in (tmp_path / "table.md").read_text()
+    with pytest.raises(SystemExit) as refused:
+        generalization.main(["--cases", "fmnist_mlp_999", "--out", str(tmp_path)])
+    assert refused.value.code == 2
+    assert "unknown case(s) fmnist_mlp_999" in capsys.readouterr().err
+    assert "fmnist_mlp_1000" in generalization.case_slugs(generalization.CASES)
