@@ -58,29 +58,48 @@ def test_imitation_started_files_beat_every_tuned_baseline_clearly():
     assert result.ratio(imitation) <= 0.95, result.table()
 
 
-# The cases of benchmarks/generalization.py where the default meets its target, each with
-# the baseline that the suite's tuning picked (README, "Generalization"): comparing against
-# that rule at that rate on the same 5 evaluation seeds reproduces the suite's ratio.
+# The 100-step cases of benchmarks/generalization.py where the default meets its target,
+# each with the baseline that the suite's tuning picked (README, "Generalization"):
+# comparing against that rule at that rate on the same 5 evaluation seeds reproduces the
+# suite's ratio.
 DEFAULT_MET_CASES = [
-    ("fmnist_mlp", 1000, "nag", 0.3),
-    ("fmnist_mlp_relu", 100, "nag", 0.1),
-    ("fmnist_cnn", 100, "adam", 0.03),
+    ("fmnist_mlp_relu", "nag", 0.1),
+    ("fmnist_cnn", "adam", 0.03),
 ]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("problem,steps,baseline,rate", DEFAULT_MET_CASES)
-def test_default_meets_its_generalization_targets(problem, steps, baseline, rate):
-    """`antisymmetric-imitation-mix` (the default) reaches at most 1.00x the best tuned
-    baseline at 10x the 100-step horizon, on the ReLU MLP and on the small CNN (README:
-    0.995, 0.986, 0.957); it misses 0.90 on the 100-step MLP, and README says so."""
+def _default_name() -> str:
     from keras_learned_opt.bundled import default_pretrained_name
 
-    assert default_pretrained_name() == "antisymmetric-imitation-mix"
-    result = compare(problem, [f"learned:{default_pretrained_name()}", baseline], seeds=5,
-                     steps=steps, lr_grid=[rate], verbose=0)
+    assert default_pretrained_name() == "antisymmetric-window-mix"
+    return default_pretrained_name()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("problem,baseline,rate", DEFAULT_MET_CASES)
+def test_default_meets_its_generalization_targets(problem, baseline, rate):
+    """`antisymmetric-window-mix` (the default since 0.7) reaches at most 1.00x the best
+    tuned baseline on the ReLU MLP and on the small CNN (README: 0.948, 0.950); it misses
+    0.90 on the 100-step MLP (0.994), and README says so."""
+    result = compare(problem, [f"learned:{_default_name()}", baseline], seeds=5, steps=100,
+                     lr_grid=[rate], verbose=0)
     learned = result.optimizers[0]
     assert learned.best is not None and not any(r.diverged.any() for r in learned.runs)
+    assert result.ratio(learned) <= 1.0, result.table()
+
+
+@pytest.mark.slow
+def test_default_meets_the_long_horizon_target_on_twenty_seeds():
+    """At 10x the 100-step horizon the default is level with tuned Nesterov on the suite's
+    5 seeds (1.0001), so the target was judged on 20 evaluation seeds by a rule fixed before
+    measuring (pretrained/README.md): 0.984, `python benchmarks/generalization.py --weights
+    antisymmetric-window-mix antisymmetric-imitation-mix --seeds 20 --cases fmnist_mlp_1000`,
+    where the suite's tuning picked Nesterov at 0.3. This reruns that comparison (20 seeds
+    counted from EVALUATION_SEED_BASE, as the suite's `suite_seeds(20)`)."""
+    result = compare("fmnist_mlp", [f"learned:{_default_name()}", "nag"], seeds=20,
+                     steps=1000, lr_grid=[0.3], verbose=0)
+    learned = result.optimizers[0]
+    assert not any(r.diverged.any() for r in learned.runs)
     assert result.ratio(learned) <= 1.0, result.table()
 
 
@@ -100,25 +119,3 @@ def test_default_is_antisymmetric_and_has_no_drift():
         update, state = apply_network(default.arrays, default.config, np.zeros(8, "float32"),
                                       state, step)
         assert np.all(np.asarray(update) == 0.0)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("problem,baseline,rate", [("fmnist_mlp_relu", "nag", 0.1),
-                                                   ("fmnist_cnn", "adam", 0.03),
-                                                   ("fmnist_mlp", "nag", 0.3)])
-def test_window_mix_beats_the_default_and_the_tuned_baseline(problem, baseline, rate):
-    """`antisymmetric-window-mix` (README, "Generalization": ReLU 0.948, CNN 0.950, 100-step
-    MLP 0.994, against the default's 0.986, 0.957, 1.021), on the suite's evaluation seeds
-    against the baseline and rate the suite's tuning picked, and antisymmetric like the
-    default."""
-    from keras_learned_opt.bundled import resolve_weights
-    from keras_learned_opt.weights import load_weight_file
-
-    assert load_weight_file(resolve_weights("antisymmetric-window-mix")).config.antisymmetric
-    result = compare(problem, ["learned:antisymmetric-window-mix",
-                               "learned:antisymmetric-imitation-mix", baseline], seeds=5,
-                     steps=100, lr_grid=[rate], verbose=0)
-    window, default = result.optimizers[:2]
-    assert not any(r.diverged.any() for r in window.runs)
-    assert result.ratio(window) <= 1.0, result.table()
-    assert window.best.mean < default.best.mean, result.table()
