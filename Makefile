@@ -24,11 +24,16 @@ data:
 		echo "warning: could not install dataset-fashion-mnist; the loader will try the Keras cache"; \
 	fi
 
+# Tests run in parallel processes (pytest-xdist), one per core, at most 4: most of them
+# spend their time in single-threaded Python and small TensorFlow graphs.
+# worksteal keeps the 20-seed quality test from holding up the rest.
+PYTEST := $(PY) -m pytest -q -ra -n auto --maxprocesses 4 --dist worksteal --durations=15
+
 test: setup
-	$(PY) -m pytest -q -ra
+	$(PYTEST)
 
 test-fast: setup
-	$(PY) -m pytest -q -ra -m "not slow"
+	$(PYTEST) -m "not slow"
 
 demo: setup
 	$(PY) -m keras_learned_opt.demo
