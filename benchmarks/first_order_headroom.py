@@ -95,10 +95,12 @@ class DeltaBarDelta(keras.optimizers.Optimizer):
         self.gains = [self.add_variable_from_reference(v, "gain", initializer="ones")
                       for v in variables]
         self.traces = [self.add_variable_from_reference(v, "trace") for v in variables]
+        self.squares = [self.add_variable_from_reference(v, "square") for v in variables]
 
     def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
         index = self._get_variable_index(variable)
-        slots = (self.velocities[index], self.gains[index], self.traces[index])
+        slots = (self.velocities[index], self.gains[index], self.traces[index],
+                 self.squares[index])
         late = ops.cast(self.iterations, "float32") >= (1 - self.rule.final_share) * self.total_steps
         rate = learning_rate * ops.where(late, self.rule.final_factor, 1.0)
         steps, state = self.rule.step([gradient], tuple([slot] for slot in slots), rate)

@@ -181,6 +181,12 @@ class DeltaBarDeltaTeacher:
     rule needs only each coordinate's own gradient history, so a coordinate-wise
     network can represent it, and it is odd in the gradient (an antisymmetric
     network can too).
+
+    With ``power`` > 0 the gradient is first divided by ``rms ** power``, where
+    ``rms`` is the root of a running mean of its squares (decay ``beta_2``,
+    started at the first squared gradient): a partial Adam-style normalization
+    (``power`` 0.5 would be RMSProp's) that evens out coordinates of different
+    gradient scales.
     """
 
     learning_rate: float
@@ -192,10 +198,14 @@ class DeltaBarDeltaTeacher:
     momentum: float = 0.9
     final_factor: float = 1.0
     final_share: float = 0.2
+    power: float = 0.0
+    beta_2: float = 0.99
 
     def __post_init__(self) -> None:
         if not self.learning_rate > 0:
             raise ValueError(f"teacher learning rate must be > 0, got {self.learning_rate}")
+        if not (0 <= self.power <= 1 and 0 <= self.beta_2 < 1):
+            raise ValueError("teacher needs power in [0, 1] and beta_2 in [0, 1)")
         if not (self.up >= 0 and 0 <= self.down < 1 and 0 <= self.trace < 1):
             raise ValueError("teacher needs up >= 0, down in [0, 1) and trace in [0, 1)")
         if not 0 < self.gain_min <= 1 <= self.gain_max:
@@ -207,21 +217,22 @@ class DeltaBarDeltaTeacher:
 
     KEYS = {"lr": "learning_rate", "up": "up", "down": "down", "trace": "trace",
             "gain_min": "gain_min", "gain_max": "gain_max", "momentum": "momentum",
-            "final": "final_factor", "final_share": "final_share"}
+            "final": "final_factor", "final_share": "final_share", "power": "power",
+            "beta_2": "beta_2"}
 
     @classmethod
     def parse(cls, spec: str) -> "DeltaBarDeltaTeacher":
-        """``"dbd:lr=0.5,up=0.1,down=0.1,trace=0.7,final=0.3"`` (``lr`` required)."""
+        """``"dbd:lr=0.5,up=0.1,down=0.1,trace=0.7,final=0.3,power=0.3"`` (``lr`` required)."""
         return cls(**_parse_options(spec, cls.KEYS))
 
     def rates(self, steps: int) -> np.ndarray:
         """The learning rate of each of ``steps`` steps, ``[steps]``."""
         return _cut_rates(self.learning_rate, self.final_factor, self.final_share, steps)
 
-    def start(self, params: list) -> tuple[list, list, list]:
-        """The teacher's state: velocities, gains (ones) and gradient traces."""
+    def start(self, params: list) -> tuple[list, list, list, list]:
+        """The teacher's state: velocities, gains (ones), gradient traces, mean squares."""
         return ([p * 0.0 for p in params], [p * 0.0 + 1.0 for p in params],
-                [p * 0.0 for p in params])
+                [p * 0.0 for p in params], [p * 0.0 for p in params])
 
     def update(self, grads: list, state: tuple, t: int, steps: int) -> tuple[list, tuple]:
         """Step ``t`` (0-based) of ``steps``: what to add to each parameter, new state."""
@@ -231,14 +242,20 @@ class DeltaBarDeltaTeacher:
         """One step at learning rate ``rate`` (a float or a scalar tensor); any shapes."""
         from keras import ops
 
-        velocity, gains, traces = state
+        velocity, gains, traces, squares = state
         gains = [ops.clip(k * ops.where(g * r > 0, 1.0 + self.up,
                                         ops.where(g * r < 0, 1.0 - self.down, 1.0)),
                           self.gain_min, self.gain_max) for k, g, r in zip(gains, grads, traces)]
         traces = [self.trace * r + (1.0 - self.trace) * g for r, g in zip(traces, grads)]
+        if self.power:
+            # A zero mean square means no gradient seen yet: start the average there.
+            squares = [ops.where(s == 0, g * g, self.beta_2 * s + (1.0 - self.beta_2) * g * g)
+                       for s, g in zip(squares, grads)]
+            grads = [g / ops.power(ops.sqrt(s) + 1e-8, self.power)
+                     for g, s in zip(grads, squares)]
         velocity = [self.momentum * v - rate * k * g for v, k, g in zip(velocity, gains, grads)]
         steps_ = [self.momentum * v - rate * k * g for v, k, g in zip(velocity, gains, grads)]
-        return steps_, (velocity, gains, traces)
+        return steps_, (velocity, gains, traces, squares)
 
 
 TEACHERS = {"nesterov": NesterovTeacher, "adam": AdamTeacher, "dbd": DeltaBarDeltaTeacher}
@@ -707,7 +724,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "is R*F over the last S of each run), "
                              "adam:lr=R[,beta_1=B1][,beta_2=B2][,epsilon=E] or "
                              "dbd:lr=R[,up=U][,down=D][,trace=T][,gain_min=A][,gain_max=B]"
-                             "[,momentum=M][,final=F][,final_share=S]; once for all "
+                             "[,momentum=M][,final=F][,final_share=S][,power=P][,beta_2=B2]; "
+                             "once for all "
                              "problems or once per --problem, in the same order (default "
                              "nesterov:lr=0.5)")
     parser.add_argument("--out", required=True, help="weight file to write (HDF5)")

@@ -97,6 +97,32 @@ def test_delta_bar_delta_teacher_follows_its_rule_coordinate_by_coordinate():
                                                   rel=1e-4, abs=1e-9)
 
 
+def test_delta_bar_delta_teacher_with_power_divides_by_a_power_of_the_rms():
+    """The partial normalization, as a scalar loop: g / rms**p, rms from squares started at g0**2."""
+    teacher = DeltaBarDeltaTeacher(0.01, power=0.3, beta_2=0.9, momentum=0.8)
+    gradients, updates, _ = record_teacher(get_problem("quadratic"), teacher, 5, 12)
+    plain = record_teacher(get_problem("quadratic"), DeltaBarDeltaTeacher(0.01, momentum=0.8), 5, 12)
+    assert not np.allclose(updates[1:], plain[1][1:], rtol=1e-3)
+    for i in range(gradients.shape[1]):
+        gain, trace, velocity, square = 1.0, 0.0, 0.0, 0.0
+        for t, g in enumerate(gradients[:, i].astype(np.float64)):
+            if g * trace > 0:
+                gain = min(gain * 1.1, 10.0)
+            elif g * trace < 0:
+                gain = max(gain * 0.9, 0.1)
+            trace = 0.7 * trace + 0.3 * g
+            square = g * g if square == 0 else 0.9 * square + 0.1 * g * g
+            scaled = g / (np.sqrt(square) + 1e-8) ** 0.3
+            velocity = 0.8 * velocity - 0.01 * gain * scaled
+            assert updates[t, i] == pytest.approx(0.8 * velocity - 0.01 * gain * scaled,
+                                                  rel=1e-4, abs=1e-9)
+
+
+def test_delta_bar_delta_teacher_rejects_a_bad_power():
+    with pytest.raises(ValueError, match="power"):
+        parse_teacher("dbd:lr=0.5,power=2")
+
+
 def test_student_runs_follow_the_network_and_are_labelled_by_the_teacher(tmp_path):
     """DAgger: the network moves the parameters (its losses are those of the meta-trainer's
     own evaluation of it), and each label is what the teacher would do after the gradients
