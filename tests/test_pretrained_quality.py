@@ -58,6 +58,34 @@ def test_imitation_started_files_beat_every_tuned_baseline_clearly():
     assert result.ratio(imitation) <= 0.95, result.table()
 
 
+@pytest.mark.slow
+def test_dbd_rms_file_is_at_the_target_on_fifty_seeds():
+    """`paper-fmnist-mlp-dbd-rms` (0.8; README, "Results"): 0.898x the best tuned baseline
+    (Nesterov at 0.3) on 50 evaluation seeds and 0.907x on the protocol's first 5, where the
+    baselines are tuned over the full grid (`python benchmarks/quality.py --weights
+    paper-fmnist-mlp-dbd-rms [--seeds 50]`). The target, 0.90 on both, is missed on the 5 and
+    README says so; this guards both measured levels and the recipe in the provenance."""
+    from keras_learned_opt.bundled import resolve_weights
+    from keras_learned_opt.weights import load_weight_file
+
+    provenance = load_weight_file(resolve_weights("paper-fmnist-mlp-dbd-rms")).provenance
+    chain = [provenance]
+    while "init_from_provenance" in chain[-1]:
+        chain.append(chain[-1]["init_from_provenance"])
+    assert len(chain) == 4, [p["command"] for p in chain]
+    assert all(p["command"].startswith("python -m keras_learned_opt.imitation") for p in chain)
+    assert [p["teachers"][0]["power"] for p in chain[:2]] == [0.3, 0.3]
+    assert chain[0]["teachers"][0]["momentum"] == 0.85
+
+    five = compare("fmnist_mlp", ["learned:paper-fmnist-mlp-dbd-rms", "adam", "rmsprop", "sgd",
+                                  "nag"], seeds=5, steps=100, verbose=0)
+    assert five.best_baseline().label == "nag", five.table()
+    assert five.ratio(five.optimizers[0]) <= 0.91, five.table()
+    fifty = compare("fmnist_mlp", ["learned:paper-fmnist-mlp-dbd-rms", "nag"], seeds=50,
+                    steps=100, lr_grid=[0.3], verbose=0)
+    assert fifty.ratio(fifty.optimizers[0]) <= 0.90, fifty.table()
+
+
 # The 100-step cases of benchmarks/generalization.py where the default meets its target,
 # each with the baseline that the suite's tuning picked (README, "Generalization"):
 # comparing against that rule at that rate on the same 5 evaluation seeds reproduces the
