@@ -34,10 +34,10 @@ def test_imitation_started_files_beat_every_tuned_baseline_clearly():
     """The paper's architecture trained by imitation (README, "Results"; `python
     benchmarks/quality.py --weights <name>`): `paper-fmnist-mlp-dbd` (imitation of Nesterov
     momentum on delta-bar-delta gains) measured 0.905x the best tuned baseline (0.911x on 50
-    seeds), and
-    `paper-fmnist-mlp-imitation` (imitation of scheduled Nesterov, then meta-trained) 0.927x.
-    The 0.90 target is missed and README says so; this guards the measured levels, which
-    are at or below the best hand-made rule found (0.914, benchmarks/first_order_headroom.py)."""
+    seeds), `paper-fmnist-mlp-dbd-rms` (0.8, its fine-tune on an RMS-normalized teacher)
+    0.907x (0.898x on 50), and `paper-fmnist-mlp-imitation` (imitation of scheduled
+    Nesterov, then meta-trained) 0.927x. These miss the 0.90 target (the next test's file
+    meets it); this guards the measured levels."""
     from keras_learned_opt.bundled import resolve_weights
     from keras_learned_opt.weights import load_weight_file
 
@@ -50,38 +50,41 @@ def test_imitation_started_files_beat_every_tuned_baseline_clearly():
         assert provenance["command"].startswith("python -m keras_learned_opt.imitation")
         assert provenance["teachers"][0]["kind"] == "DeltaBarDeltaTeacher"
     result = compare("fmnist_mlp", ["learned:paper-fmnist-mlp-dbd",
-                                    "learned:paper-fmnist-mlp-imitation", "adam", "rmsprop",
+                                    "learned:paper-fmnist-mlp-imitation",
+                                    "learned:paper-fmnist-mlp-dbd-rms", "adam", "rmsprop",
                                     "sgd", "nag"], seeds=5, steps=100, verbose=0)
-    dbd, imitation = result.optimizers[:2]
+    dbd, imitation, dbd_rms = result.optimizers[:3]
     assert result.best_baseline().label == "nag", result.table()
     assert result.ratio(dbd) <= 0.92, result.table()
     assert result.ratio(imitation) <= 0.95, result.table()
+    assert result.ratio(dbd_rms) <= 0.92, result.table()  # measured 0.907 (0.898 on 50)
 
 
 @pytest.mark.slow
-def test_dbd_rms_file_is_at_the_target_on_fifty_seeds():
-    """`paper-fmnist-mlp-dbd-rms` (0.8; README, "Results"): 0.898x the best tuned baseline
-    (Nesterov at 0.3) on 50 evaluation seeds and 0.907x on the protocol's first 5, where the
-    baselines are tuned over the full grid (`python benchmarks/quality.py --weights
-    paper-fmnist-mlp-dbd-rms [--seeds 50]`). The target, 0.90 on both, is missed on the 5 and
-    README says so; this guards both measured levels and the recipe in the provenance."""
+def test_dbd_rms2_file_meets_the_target_on_five_and_fifty_seeds():
+    """Issue 3's target: `paper-fmnist-mlp-dbd-rms2` (0.8; README, "Results") at most 0.90x
+    the best tuned baseline. Measured 0.897 on the protocol's 5 evaluation seeds, baselines
+    tuned over the full grid (`python benchmarks/quality.py --weights
+    paper-fmnist-mlp-dbd-rms2`), and 0.890 on 50, where the tuning picked Nesterov at 0.3
+    (`--seeds 50`). This reruns both, and checks the recipe recorded in the provenance:
+    five imitation commands, the last two on the RMS-normalized teacher."""
     from keras_learned_opt.bundled import resolve_weights
     from keras_learned_opt.weights import load_weight_file
 
-    provenance = load_weight_file(resolve_weights("paper-fmnist-mlp-dbd-rms")).provenance
+    provenance = load_weight_file(resolve_weights("paper-fmnist-mlp-dbd-rms2")).provenance
     chain = [provenance]
     while "init_from_provenance" in chain[-1]:
         chain.append(chain[-1]["init_from_provenance"])
-    assert len(chain) == 4, [p["command"] for p in chain]
+    assert len(chain) == 5, [p["command"] for p in chain]
     assert all(p["command"].startswith("python -m keras_learned_opt.imitation") for p in chain)
-    assert [p["teachers"][0]["power"] for p in chain[:2]] == [0.3, 0.3]
-    assert chain[0]["teachers"][0]["momentum"] == 0.85
+    assert [p["teachers"][0]["power"] for p in chain[:3]] == [0.3, 0.3, 0.3]
+    assert [p["teachers"][0]["beta_2"] for p in chain[:3]] == [0.9, 0.99, 0.99]
 
-    five = compare("fmnist_mlp", ["learned:paper-fmnist-mlp-dbd-rms", "adam", "rmsprop", "sgd",
-                                  "nag"], seeds=5, steps=100, verbose=0)
+    five = compare("fmnist_mlp", ["learned:paper-fmnist-mlp-dbd-rms2", "adam", "rmsprop",
+                                  "sgd", "nag"], seeds=5, steps=100, verbose=0)
     assert five.best_baseline().label == "nag", five.table()
-    assert five.ratio(five.optimizers[0]) <= 0.91, five.table()
-    fifty = compare("fmnist_mlp", ["learned:paper-fmnist-mlp-dbd-rms", "nag"], seeds=50,
+    assert five.ratio(five.optimizers[0]) <= 0.90, five.table()
+    fifty = compare("fmnist_mlp", ["learned:paper-fmnist-mlp-dbd-rms2", "nag"], seeds=50,
                     steps=100, lr_grid=[0.3], verbose=0)
     assert fifty.ratio(fifty.optimizers[0]) <= 0.90, fifty.table()
 
