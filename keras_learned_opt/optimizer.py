@@ -16,7 +16,7 @@ from keras_learned_opt.errors import (
     UnknownPretrainedError,
 )
 from keras_learned_opt.fused import ALONE_ROWS, masked_step, plan_groups, plan_waves
-from keras_learned_opt.jit_network import CompiledStep
+from keras_learned_opt.jit_network import CompiledGroupUpdate, read_group, write_group
 from keras_learned_opt.network import NetworkConfig, state_layout, weight_shapes
 from keras_learned_opt.bundled import default_pretrained_name, resolve_weights
 from keras_learned_opt.sparse import SPARSE_UPDATES, is_indexed_slices, rows_update_step
@@ -159,7 +159,7 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
                 f"'{keras.backend.backend()}' backend is not supported (use False or 'auto')"
             )
         self.jit_network = jit_network
-        self._compiled_step: CompiledStep | None = None  # made at the first step
+        self._compiled_update: CompiledGroupUpdate | None = None  # made at the first step
         self.fused_group_size = int(fused_group_size)
         self.fused_alone_size = int(fused_alone_size)
         self._load_network(weights, network_config)
@@ -287,14 +287,6 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
             return keras.backend.backend() == "tensorflow" and not self._under_strategy()
         return bool(self.jit_network)
 
-    def _group_step(self):
-        """``fused.masked_step``, or its XLA-compiled form (see ``jit_network``)."""
-        if not self.uses_jit_network:
-            return masked_step
-        if self._compiled_step is None:
-            self._compiled_step = CompiledStep(self.network_config)
-        return self._compiled_step
-
     def _backend_update_step(self, grads: list, trainable_variables: list, learning_rate: Any) -> None:
         # Overridden at this level (not `apply`) so that gradient accumulation,
         # clipping, weight decay, EMA and the LossScaleOptimizer, all handled by
@@ -339,25 +331,17 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
         Returns the updates (one tensor per variable), for ordering groups.
         """
         slots = [self._state_slots[self._get_variable_index(v)] for v in variables]
-        # Static row counts from the variables: a gradient's shape can be unknown
-        # in the graph (e.g. densified IndexedSlices under a LossScaleOptimizer).
-        sizes = [int(np.prod(v.shape)) for v in variables]
-        flat_grads = [
-            # Sparse gradients (IndexedSlices) are densified: every coordinate's
-            # LSTM steps each iteration, whether its gradient is zero or not.
-            ops.reshape(ops.cast(ops.convert_to_tensor(g, sparse=False), "float32"), (n,))
-            for g, n in zip(gradients, sizes)
-        ]
-        states = [[ops.reshape(ops.cast(s, "float32"), (s.shape[0], n)) for s in var_slots]
-                  for var_slots, n in zip(slots, sizes)]
-        updates, new_states = self._group_step()(
-            self._network_weights, self.network_config, flat_grads, states,
-            self.iterations + 1, learning_rate,
-        )
-        for variable, var_slots, update, new_state in zip(variables, slots, updates, new_states):
-            for slot, value in zip(var_slots, new_state):
-                self.assign(slot, ops.reshape(value, slot.shape))
-            self.assign_add(variable, ops.cast(ops.reshape(update, variable.shape), variable.dtype))
+        step = self.iterations + 1
+        if self.uses_jit_network:
+            # Reads, network and writes in one XLA computation (jit_network.py).
+            if self._compiled_update is None:
+                self._compiled_update = CompiledGroupUpdate(self.network_config)
+            return self._compiled_update(self._network_weights, gradients, variables, slots,
+                                         step, learning_rate)
+        flat_grads, states = read_group(gradients, variables, slots)
+        updates, new_states = masked_step(self._network_weights, self.network_config,
+                                          flat_grads, states, step, learning_rate)
+        write_group(variables, slots, updates, new_states, self.assign, self.assign_add)
         return updates
 
     def load_own_variables(self, store: Any) -> None:

@@ -160,6 +160,29 @@ def test_non_finite_gradient_skips_only_its_variable(random_weight_file, options
     assert all(np.isfinite(np.asarray(v)).all() for v in opt.variables)
 
 
+
+@tensorflow_only
+@pytest.mark.parametrize("state_dtype", ["float32", "bfloat16"])
+def test_compiled_update_writes_what_the_plain_graph_writes(random_weight_file, state_dtype):
+    """The XLA group update reads and writes slots and variables itself
+    (jit_network.CompiledGroupUpdate); it must store what the plain graph's
+    assigns store, including keeping a non-finite variable's old state."""
+    bad = np.array([0.5, np.nan, 0.1, np.inf], "float32")
+    results = [_apply_twice(random_weight_file, bad, state_dtype=state_dtype, jit_network=jit)
+               for jit in (True, False)]
+    assert results[0][0].uses_jit_network and not results[1][0].uses_jit_network
+    (compiled, compiled_vars, before, state), (plain, plain_vars, _, _) = results
+    np.testing.assert_array_equal(np.asarray(compiled_vars[1]), before[1])
+    for old, slot in zip(state[1], compiled._state_slots[1]):
+        np.testing.assert_array_equal(np.asarray(old, "float32"), np.asarray(slot, "float32"))
+    for a, b in zip(compiled_vars, plain_vars):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+    tolerance = 1e-5 if state_dtype == "float32" else 1e-2  # one bfloat16 rounding may flip
+    for a, b in zip(compiled.variables, plain.variables):
+        assert a.dtype == b.dtype
+        np.testing.assert_allclose(np.asarray(a, "float32"), np.asarray(b, "float32"),
+                                   rtol=1e-4, atol=tolerance, err_msg=a.name)
+
 @pytest.mark.parametrize("fused", [False, True])
 def test_non_finite_update_skips_variables(random_weight_file, fused):
     var = keras.Variable(np.ones((2, 3), "float32"))
