@@ -102,16 +102,16 @@ DEFAULT_MET_CASES = [
 def _default_name() -> str:
     from keras_learned_opt.bundled import default_pretrained_name
 
-    assert default_pretrained_name() == "antisymmetric-window-mix"
+    assert default_pretrained_name() == "antisymmetric-rms-soup"
     return default_pretrained_name()
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("problem,baseline,rate", DEFAULT_MET_CASES)
 def test_default_meets_its_generalization_targets(problem, baseline, rate):
-    """`antisymmetric-window-mix` (the default since 0.7) reaches at most 1.00x the best
-    tuned baseline on the ReLU MLP and on the small CNN (README: 0.948, 0.950); it misses
-    0.90 on the 100-step MLP (0.994), and README says so."""
+    """`antisymmetric-rms-soup` (the default since 0.9) reaches at most 1.00x the best
+    tuned baseline on the ReLU MLP and on the small CNN (README: 0.950, 0.970); it misses
+    0.90 on the 100-step MLP (0.975), and README says so."""
     result = compare(problem, [f"learned:{_default_name()}", baseline], seeds=5, steps=100,
                      lr_grid=[rate], verbose=0)
     learned = result.optimizers[0]
@@ -121,11 +121,11 @@ def test_default_meets_its_generalization_targets(problem, baseline, rate):
 
 @pytest.mark.slow
 def test_default_meets_the_long_horizon_target_on_twenty_seeds():
-    """At 10x the 100-step horizon the default is level with tuned Nesterov on the suite's
-    5 seeds (1.0001), so the target was judged on 20 evaluation seeds by a rule fixed before
-    measuring (pretrained/README.md): 0.984, `python benchmarks/generalization.py --weights
-    antisymmetric-window-mix antisymmetric-imitation-mix --seeds 20 --cases fmnist_mlp_1000`,
-    where the suite's tuning picked Nesterov at 0.3. This reruns that comparison (20 seeds
+    """Five seeds cannot tell the 1000-step ratio from 1.00 reliably (standard error about
+    2.5%), so the default is judged there on 20 evaluation seeds, by the rule fixed before
+    measuring (pretrained/README.md): 0.974, `python benchmarks/generalization.py --weights
+    antisymmetric-rms-soup --seeds 20 --cases fmnist_mlp_1000`, where the suite's tuning
+    picked Nesterov at 0.3 (0.986 on the suite's 5). This reruns that comparison (20 seeds
     counted from EVALUATION_SEED_BASE, as the suite's `suite_seeds(20)`)."""
     result = compare("fmnist_mlp", [f"learned:{_default_name()}", "nag"], seeds=20,
                      steps=1000, lr_grid=[0.3], verbose=0)
@@ -153,17 +153,21 @@ def test_default_is_antisymmetric_and_has_no_drift():
 
 
 @pytest.mark.slow
-def test_rms_mix_file_is_faster_than_the_default_at_100_steps():
-    """`antisymmetric-rms-mix` (0.9) was made to move the default toward the 100-step target:
-    on the suite's 5 evaluation seeds it is 0.960x tuned Nesterov (lr 0.3) where the default
-    is 0.994 (README, "Generalization"). It stays antisymmetric (no drift)."""
+def test_rms_files_are_faster_than_the_previous_default_at_100_steps():
+    """0.9's files move toward the 100-step target: on the suite's 5 evaluation seeds
+    `antisymmetric-rms-mix` is 0.960x tuned Nesterov (lr 0.3) and the default
+    `antisymmetric-rms-soup` 0.975x, where the previous default `antisymmetric-window-mix`
+    is 0.994 (README, "Generalization"). Both stay antisymmetric (no drift)."""
     from keras_learned_opt.bundled import resolve_weights
     from keras_learned_opt.weights import load_weight_file
 
-    assert load_weight_file(resolve_weights("antisymmetric-rms-mix")).config.antisymmetric
-    result = compare("fmnist_mlp", ["learned:antisymmetric-rms-mix",
-                                    f"learned:{_default_name()}", "nag"],
+    for name in ("antisymmetric-rms-mix", _default_name()):
+        assert load_weight_file(resolve_weights(name)).config.antisymmetric
+    result = compare("fmnist_mlp", ["learned:antisymmetric-rms-mix", f"learned:{_default_name()}",
+                                    "learned:antisymmetric-window-mix", "nag"],
                      seeds=5, steps=100, lr_grid=[0.3], verbose=0)
-    rms_mix, default = result.optimizers[:2]
+    rms_mix, default, previous = result.optimizers[:3]
     assert result.ratio(rms_mix) <= 0.97, result.table()
-    assert result.ratio(rms_mix) < result.ratio(default) - 0.02, result.table()
+    assert result.ratio(default) <= 0.98, result.table()
+    assert result.ratio(rms_mix) < result.ratio(previous) - 0.02, result.table()
+    assert result.ratio(default) < result.ratio(previous) - 0.01, result.table()
