@@ -63,7 +63,7 @@ def case_slugs(cases: list) -> list[str]:
 
 
 def run_suite(weights: list[str], seeds: list[int], lr_grid: list[float], cases: list,
-              out: Path, verbose: int = 1) -> list[dict]:
+              out: Path, verbose: int = 1, tell_horizon: bool = True) -> list[dict]:
     from keras_learned_opt.compare import compare
 
     rows = []
@@ -71,7 +71,9 @@ def run_suite(weights: list[str], seeds: list[int], lr_grid: list[float], cases:
     for label, problem, steps in cases:
         started = time.monotonic()
         specs = [f"learned:{w}" for w in weights] + ["adam", "rmsprop", "sgd", "nag"]
-        result = compare(problem, specs, seeds=seeds, steps=steps, lr_grid=lr_grid, verbose=0)
+        result = compare(problem, specs, seeds=seeds, steps=steps, lr_grid=lr_grid, verbose=0,
+                         tell_horizon=tell_horizon)
+        told = result.metadata.get("total_steps_told", {})
         slug = case_slug((label, problem, steps))
         result.to_json(out / f"{slug}.json")
         reference = result.best_baseline()
@@ -86,6 +88,7 @@ def run_suite(weights: list[str], seeds: list[int], lr_grid: list[float], cases:
                 "baseline_final_loss": None if reference is None else reference.best.mean,
                 "ratio": ratio, "diverged": opt.best is None or any_diverged,
                 "target": TARGETS.get(label, 1.0), "seconds": round(time.monotonic() - started, 1),
+                "total_steps_told": told.get(opt.label),
             })
             if verbose:
                 shown = "diverged" if ratio is None else f"{ratio:.3f}"
@@ -109,7 +112,9 @@ def markdown(rows: list[dict], seeds: int, selection: bool = False) -> str:
         ratio = "—" if r["ratio"] is None else f"{r['ratio']:.3f}"
         met = r["ratio"] is not None and r["ratio"] <= r["target"] and not r["diverged"]
         target = f"<= {r['target']:.2f} {'met' if met else 'MISSED'}"
-        lines.append(f"| {r['weights']} | {r['case']} | {learned} | {baseline} | {ratio} | {target} "
+        told = r.get("total_steps_told")
+        name = r["weights"] + (f" (told total_steps={told})" if told else "")
+        lines.append(f"| {name} | {r['case']} | {learned} | {baseline} | {ratio} | {target} "
                      f"| {'YES' if r['diverged'] else 'no'} |")
     return "\n".join(lines)
 
@@ -160,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", nargs="+", default=None, metavar="PROBLEM_STEPS",
                         help="run only these cases, named PROBLEM_STEPS as in the JSON file "
                              f"names (default: all of {', '.join(case_slugs(CASES))})")
+    parser.add_argument("--no-horizon", action="store_true",
+                        help="do not tell horizon-reading files the run length (see "
+                             "LearnedOptimizer(total_steps=...)); baselines never get one")
     parser.add_argument("--out", default="benchmarks/results/generalization")
     args = parser.parse_args(argv)
 
@@ -181,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         seeds, grid = 1, [0.01, 0.1]
     out = Path(args.out)
     started = time.monotonic()
-    rows = run_suite(weights, suite_seeds(seeds, args.selection), grid, cases, out)
+    rows = run_suite(weights, suite_seeds(seeds, args.selection), grid, cases, out,
+                     tell_horizon=not args.no_horizon)
     table = markdown(rows, seeds, args.selection)
     print("\n" + table)
     (out / "table.md").write_text(table + "\n")

@@ -139,6 +139,7 @@ def compare(
     verbose: int = 1,
     on_run_end: Callable[[str, float, int, Any], None] | None = None,
     metadata: dict[str, Any] | None = None,
+    tell_horizon: bool = True,
 ) -> CompareResult:
     """Run every optimizer at every rate of its grid on the same seeds.
 
@@ -163,6 +164,11 @@ def compare(
             after every run, e.g. to keep trained weights
             (``runner.model.get_weights()`` for a FitProblem).
         metadata: JSON-serialisable facts stored with the result.
+        tell_horizon: give ``steps`` as ``total_steps`` to learned optimizers
+            whose weight file reads the horizon (``uses_horizon``) and that were
+            not given one, as a user who knows the length of the run would.
+            The hand-made baselines run at a constant rate either way; the
+            result's metadata records which learned optimizers were told.
 
     Returns:
         A ``CompareResult`` holding every run's loss curve ``[seeds, steps]``
@@ -187,6 +193,7 @@ def compare(
 
     import keras
 
+    metadata = dict(metadata or {})
     total = sum(len(learned_lr_grid if s.learned else lr_grid) for s in specs) * len(seed_list)
     progbar = keras.utils.Progbar(total, verbose=verbose, unit_name="run")
     done = 0
@@ -194,7 +201,13 @@ def compare(
     for spec in specs:
         grid = learned_lr_grid if spec.learned else lr_grid
         # One optimizer instance and one traced step for the whole sweep (see ProblemRunner).
-        runner = make_runner(problem, spec.make(grid[0]))
+        optimizer = spec.make(grid[0])
+        if tell_horizon and getattr(optimizer, "uses_horizon", False) \
+                and optimizer.total_steps is None:
+            optimizer.total_steps = steps
+        if getattr(optimizer, "uses_horizon", False):
+            metadata.setdefault("total_steps_told", {})[spec.label] = optimizer.total_steps
+        runner = make_runner(problem, optimizer)
         runs = []
         started = time.monotonic()
         for rate in grid:
@@ -210,9 +223,9 @@ def compare(
                 progbar.update(done)
             runs.append(LrRuns(rate, np.stack(curves), final_window, _stack_metrics(measured)))
         results.append(OptimizerResult(spec.label, spec.baseline, runs, time.monotonic() - started))
-        del runner
+        del runner, optimizer
         gc.collect()  # free this optimizer's model and slots before the next one builds its own
-    return CompareResult(problem.name, steps, seed_list, results, final_window, dict(metadata or {}))
+    return CompareResult(problem.name, steps, seed_list, results, final_window, metadata)
 
 
 # ----- command line ----------------------------------------------------------------
@@ -264,6 +277,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="read results written by --out instead of running (with --plot)")
     parser.add_argument("--per-lr", action="store_true", help="also print the final loss at every rate")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--no-horizon", action="store_true",
+                        help="do not tell learned optimizers whose file reads the horizon the "
+                             "number of steps (by default they get total_steps=--steps)")
     return parser.parse_args(argv)
 
 
@@ -288,7 +304,8 @@ def _run_from_args(args: argparse.Namespace) -> CompareResult:
     seeds = list(range(args.seed_base, args.seed_base + args.seeds))
     return compare(problem, optimizers, seeds=seeds, steps=args.steps, lr_grid=args.lr_grid,
                    learned_lr_grid=args.learned_lr_grid, data=data, batch_size=args.batch_size,
-                   name=args.model, fit=args.fit, verbose=0 if args.quiet else 1)
+                   name=args.model, fit=args.fit, verbose=0 if args.quiet else 1,
+                   tell_horizon=not args.no_horizon)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

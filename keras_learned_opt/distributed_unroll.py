@@ -81,9 +81,10 @@ class ReplicatedUnroller:
         task = self._per_replica(lambda r: [t[self._lanes_of(r)] for t in task])
         return params, task, batches
 
-    def _train_truncation(self, weights, params, state, task, batches, step0):
+    def _train_truncation(self, weights, params, state, task, batches, step0, horizon):
         meta_loss, grads, params, state, losses = self.strategy.run(
-            self._replica._train_truncation, args=(weights, params, state, task, batches, step0)
+            self._replica._train_truncation,
+            args=(weights, params, state, task, batches, step0, horizon),
         )
         mean = tf.distribute.ReduceOp.MEAN
         meta_loss = self.strategy.reduce(mean, meta_loss, axis=None)
@@ -91,11 +92,13 @@ class ReplicatedUnroller:
         losses = self.strategy.gather(losses, axis=1)
         return meta_loss, grads, params, state, losses
 
-    def train_truncation(self, weights: dict, params, state, task, batches, step0: int):
+    def train_truncation(self, weights: dict, params, state, task, batches, step0: int,
+                         horizon: int = 0):
         """One truncation on every replica: (meta_loss, grads, params, state, losses).
 
         ``meta_loss`` and ``grads`` are all-reduced means (plain tensors);
         ``params`` and ``state`` stay per replica for the next truncation.
         """
         batches = self._per_replica(lambda r: [b[self._lanes_of(r)] for b in batches])
-        return self._train(weights, params, state, task, batches, tf.constant(step0, tf.int32))
+        return self._train(weights, params, state, task, batches, tf.constant(step0, tf.int32),
+                           tf.constant(horizon, tf.float32))

@@ -101,6 +101,7 @@ def masked_step(
     states: Sequence[Sequence],
     step: Any,
     learning_rate: Any,
+    horizon: Any = None,
 ) -> tuple[list, list[list]]:
     """Updates and new states of a group of variables, with one network call.
 
@@ -110,6 +111,8 @@ def masked_step(
         states: per variable, the state list of ``[width, n_k]`` float32.
         step: 1-based step, scalar.
         learning_rate: scalar multiplying the network output.
+        horizon: the run's length in steps (``None`` or 0: unknown), for
+            networks with ``horizon_input``.
 
     Returns:
         ``(updates, new_states)``: per variable the ``[n_k]`` update to add
@@ -123,7 +126,7 @@ def masked_step(
     else:
         gradient = ops.concatenate(list(gradients), axis=0)
         state = [ops.concatenate([s[j] for s in states], axis=1) for j in range(len(states[0]))]
-    update, new_state = apply_network(weights, config, gradient, state, step)
+    update, new_state = apply_network(weights, config, gradient, state, step, horizon)
     update = update * ops.cast(learning_rate, "float32")
     row_ok = ops.logical_and(ops.isfinite(gradient), ops.isfinite(update))
 

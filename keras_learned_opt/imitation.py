@@ -133,25 +133,31 @@ class NesterovTeacher:
 
 @dataclasses.dataclass(frozen=True)
 class AdamTeacher:
-    """Adam as ``keras.optimizers.Adam`` runs it (bias-corrected rate, epsilon outside the root)."""
+    """Adam as ``keras.optimizers.Adam`` runs it (bias-corrected rate, epsilon outside the
+    root), with the same optional final rate cut as ``NesterovTeacher``."""
 
     learning_rate: float
     beta_1: float = 0.9
     beta_2: float = 0.999
     epsilon: float = 1e-7
+    final_factor: float = 1.0
+    final_share: float = 0.2
 
     def __post_init__(self) -> None:
         if not self.learning_rate > 0:
             raise ValueError(f"teacher learning rate must be > 0, got {self.learning_rate}")
         if not (0 <= self.beta_1 < 1 and 0 <= self.beta_2 < 1 and self.epsilon > 0):
             raise ValueError("teacher betas must be in [0, 1) and epsilon > 0")
+        if not self.final_factor > 0 or not 0 <= self.final_share <= 1:
+            raise ValueError("teacher final factor must be > 0 and final share in [0, 1]")
 
     KEYS = {"lr": "learning_rate", "beta_1": "beta_1", "beta_2": "beta_2",
-            "epsilon": "epsilon"}
+            "epsilon": "epsilon", "final": "final_factor", "final_share": "final_share"}
 
     @classmethod
     def parse(cls, spec: str) -> "AdamTeacher":
-        """``"adam:lr=0.01,beta_1=0.9,beta_2=0.999,epsilon=1e-7"`` (``lr`` required)."""
+        """``"adam:lr=0.01,beta_1=0.9,beta_2=0.999,epsilon=1e-7,final=0.3,final_share=0.2"``
+        (``lr`` required)."""
         return cls(**_parse_options(spec, cls.KEYS))
 
     def start(self, params: list) -> tuple[list, list]:
@@ -162,7 +168,8 @@ class AdamTeacher:
         first, second = moments
         first = [m + (g - m) * (1 - self.beta_1) for m, g in zip(first, grads)]
         second = [v + (g * g - v) * (1 - self.beta_2) for v, g in zip(second, grads)]
-        rate = np.float32(self.learning_rate * math.sqrt(1 - self.beta_2 ** (t + 1))
+        base = _cut_rates(self.learning_rate, self.final_factor, self.final_share, steps)[t]
+        rate = np.float32(base * math.sqrt(1 - self.beta_2 ** (t + 1))
                           / (1 - self.beta_1 ** (t + 1)))
         steps_ = [-rate * m / (v ** 0.5 + self.epsilon) for m, v in zip(first, second)]
         return steps_, (first, second)
@@ -328,7 +335,7 @@ def record_student(problem: Any, teacher: Teacher, weights: dict, config: Networ
         grads = tape.gradient(loss, params)
         target, teacher_state = teacher.update(grads, teacher_state, t, steps)
         flat = tf.concat([tf.reshape(g, [-1]) for g in grads], axis=0)
-        update, state = apply_network(weights, config, flat, state, t + 1)
+        update, state = apply_network(weights, config, flat, state, t + 1, steps)
         params = [p + tf.reshape(u, p.shape)
                   for p, u in zip(params, tf.split(update, sizes))]
         gradients.append(flat.numpy())
@@ -339,13 +346,15 @@ def record_student(problem: Any, teacher: Teacher, weights: dict, config: Networ
 
 
 def imitation_error(weights: dict, config: NetworkConfig, gradients: Any, targets: Any,
-                    state: Sequence | None = None, first_step: Any = 0) -> Any:
+                    state: Sequence | None = None, first_step: Any = 0,
+                    horizon: Any = None) -> Any:
     """Relative squared error of the network's updates against ``targets``.
 
     ``gradients`` and ``targets`` are ``[steps, C]`` for ``C`` coordinates; the
     network starts from ``state`` (zero state when ``None``; see
     ``network_state_after`` for a window that starts later in a run) and sees
-    ``gradients[t]`` at step ``first_step + t`` (0-based) of the run.
+    ``gradients[t]`` at step ``first_step + t`` (0-based) of a run of ``horizon``
+    steps (what networks with ``horizon_input`` read; ``None``: unknown).
     Returns ``sum (update - target)^2 / sum target^2`` (0 is perfect; 1 is
     what a network that never moves scores).
     """
@@ -357,14 +366,17 @@ def imitation_error(weights: dict, config: NetworkConfig, gradients: Any, target
     state = zero_state(config, columns) if state is None else list(state)
     error = 0.0
     for t in range(gradients.shape[0]):
-        update, state = apply_network(weights, config, gradients[t], state, first_step + t + 1)
+        update, state = apply_network(weights, config, gradients[t], state, first_step + t + 1,
+                                      horizon)
         error = error + ops.sum(ops.square(update - targets[t]))
     return error / ops.maximum(ops.sum(ops.square(targets)), 1e-30)
 
 
-def network_state_after(weights: dict, config: NetworkConfig, gradients: Any) -> list:
+def network_state_after(weights: dict, config: NetworkConfig, gradients: Any,
+                        horizon: Any = None) -> list:
     """The network's state after it has seen ``gradients`` (``[s, C]``, any ``s >= 0``,
-    also unknown while tracing) from zero state, each ``[width, C]``.
+    also unknown while tracing) from zero state in a run of ``horizon`` steps,
+    each ``[width, C]``.
 
     Under teacher forcing the state at step ``s`` depends on the recorded
     gradients only, so a window ``[s, s + W)`` of a long run can be imitated
@@ -377,10 +389,11 @@ def network_state_after(weights: dict, config: NetworkConfig, gradients: Any) ->
     gradients = tf.convert_to_tensor(gradients)
 
     def body(t, *state):
-        _, state = apply_network(weights, config, gradients[t], list(state), t + 1)
+        _, state = apply_network(weights, config, gradients[t], list(state), t + 1, horizon)
         return (t + 1, *state)
 
-    start = zero_state(config, gradients.shape[1])
+    columns = gradients.shape[1]  # unknown when a traced function was generalized
+    start = zero_state(config, tf.shape(gradients)[1] if columns is None else columns)
     final = tf.while_loop(lambda t, *state: t < tf.shape(gradients)[0], body,
                           (tf.constant(0), *start))
     return [tf.stop_gradient(s) for s in final[1:]]
@@ -422,19 +435,26 @@ class ImitationConfig:
                              f"problems {self.problems}, {len(self.teachers)} teachers")
         for spec in self.teachers:
             parse_teacher(spec)  # a clear error now, not after the teacher runs
+        for entry in self.problems:
+            problem_and_steps(entry, self.steps)  # a malformed "name@steps" fails here
         for name in ("steps", "teacher_runs", "iterations", "columns", "validate_every",
                      "validation_seeds", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.window < 0 or self.window > self.steps or (self.window
-                                                           and self.steps % self.window):
-            raise ValueError(f"window must be 0 (the whole run) or divide steps ({self.steps}), "
-                             f"got {self.window}")
+        for steps in self.problem_steps:
+            if self.window < 0 or self.window > steps or (self.window and steps % self.window):
+                raise ValueError(f"window must be 0 (the whole run) or divide every problem's "
+                                 f"steps ({steps}), got {self.window}")
         if self.student_runs < 0:
             raise ValueError(f"student_runs must be >= 0, got {self.student_runs}")
         if self.student_runs and not self.init_from:
             raise ValueError("student runs need a student: give init_from (--init-from), the "
                              "network whose own runs the teacher labels")
+
+    @property
+    def problem_steps(self) -> list[int]:
+        """Steps of each problem's runs: its ``@steps`` suffix, else ``steps``."""
+        return [problem_and_steps(entry, self.steps)[1] for entry in self.problems]
 
     def fingerprint(self) -> str:
         """What must not change for a checkpoint to be resumed."""
@@ -444,6 +464,20 @@ class ImitationConfig:
             if not d[option]:
                 d.pop(option)  # so checkpoints from before the option still resume
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def problem_and_steps(entry: str, default_steps: int) -> tuple[str, int]:
+    """``"fmnist_mlp@1000"`` -> ``("fmnist_mlp", 1000)``; no suffix: ``default_steps``.
+
+    Runs of several lengths in one imitation teach a ``horizon_input`` network
+    what to do at each fraction of a run, whatever its length.
+    """
+    name, sep, steps = entry.rpartition("@")
+    if not sep or not steps.isdigit():  # e.g. "quadratic@scaled1": part of a problem's name
+        return entry, int(default_steps)
+    if int(steps) < 1:
+        raise ValueError(f"problem '{entry}': its number of steps after '@' must be positive")
+    return name, int(steps)
 
 
 def teacher_seed(seed: int, run: int) -> int:
@@ -462,26 +496,32 @@ class Imitator:
         import tensorflow as tf
 
         from keras_learned_opt.meta_train import VALIDATION_SEED_BASE
-        from keras_learned_opt.network import initial_weights
+        from keras_learned_opt.network import initial_weights, starting_arrays
         from keras_learned_opt.problems import get_problem
         from keras_learned_opt.weights import load_weight_file
 
         self.config, self.out, self.command, self.verbose = config, Path(out), command, verbose
         self.checkpoint_path = self.out.with_name(self.out.name + ".imitation-ckpt.npz")
         self.teachers = [parse_teacher(spec) for spec in config.teachers]
-        self.problems = [get_problem(name) for name in config.problems]
+        self.problems = [get_problem(problem_and_steps(entry, config.steps)[0])
+                         for entry in config.problems]
+        self.steps = config.problem_steps
+        # What a horizon_input network is told: each problem's run length.
+        self.horizons = [float(s) for s in self.steps]
         self.network_config = NetworkConfig.from_dict(config.network)
         self.validation_seeds = [VALIDATION_SEED_BASE + i for i in range(config.validation_seeds)]
         self.init_provenance: dict = {}
         if config.init_from:
             start = load_weight_file(config.init_from)
-            if start.config != self.network_config:
+            if start.config.antisymmetric != self.network_config.antisymmetric:
                 from keras_learned_opt.errors import ArchitectureMismatchError
 
                 raise ArchitectureMismatchError(
                     f"--init-from {config.init_from} holds {start.config}, but this run "
                     f"trains {self.network_config}")
-            arrays, self.init_provenance = start.arrays, start.provenance
+            arrays = starting_arrays(start.arrays, start.config, self.network_config,
+                                     config.init_from)
+            self.init_provenance = start.provenance
         else:
             arrays = initial_weights(self.network_config, config.seed)
         self.names = sorted(arrays)
@@ -501,49 +541,58 @@ class Imitator:
         self.skipped_steps = 0
         self._step = tf.function(self._train_step, reduce_retracing=True)
         self._state_after = tf.function(
-            lambda weights, gradients: network_state_after(weights, self.network_config,
-                                                           gradients), reduce_retracing=True)
+            lambda weights, gradients, horizon: network_state_after(
+                weights, self.network_config, gradients, horizon), reduce_retracing=True)
 
-    def _train_step(self, gradients, targets, states=None, first_step=0):
+    def _train_step(self, gradients, targets, states=None, first_steps=None):
         """``gradients``, ``targets``: one ``[steps, C_p]`` pair per problem (each
-        problem's window starting at ``first_step`` from its ``states``, or the whole
-        run from zero state); the error is the mean of the problems' relative
-        errors, so no teacher's scale dominates."""
+        problem's window starting at its ``first_steps`` entry from its ``states``,
+        or the whole run from zero state); the error is the mean of the problems'
+        relative errors, so no teacher's scale dominates."""
         import tensorflow as tf
 
         states = states or [None] * len(gradients)
+        first_steps = first_steps or [0] * len(gradients)
         with tf.GradientTape() as tape:
             error = tf.add_n([imitation_error(self.weights, self.network_config, g, t, s,
-                                              first_step)
-                              for g, t, s in zip(gradients, targets, states)]) / len(gradients)
+                                              first, horizon)
+                              for g, t, s, first, horizon
+                              in zip(gradients, targets, states, first_steps,
+                                     self.horizons)]) / len(gradients)
         return error, tape.gradient(error, [self.weights[n] for n in self.names])
 
     def _batch(self, gradients, targets, picks, rng):
         """Arguments of ``_step`` for one batch: the whole runs' picked columns, or
-        (with ``window``) a window drawn at a multiple of ``window`` steps, with
-        the state the network reaches there under teacher forcing."""
+        (with ``window``) per problem a window drawn at a multiple of ``window``
+        steps, with the state the network reaches there under teacher forcing."""
         import tensorflow as tf
 
         window = self.config.window
         if not window:
             return ([tf.constant(g[:, pick]) for g, pick in zip(gradients, picks)],
                     [tf.constant(u[:, pick]) for u, pick in zip(targets, picks)])
-        start = window * int(rng.integers(self.config.steps // window))
+        # One draw for all problems of the same length, as before runs of several
+        # lengths were possible, so that such imitations draw the same windows.
+        draw = int(rng.integers(max(self.steps) // window))
+        starts = [window * (draw % (steps // window)) for steps in self.steps]
         states = [self._state_after({n: v for n, v in self.weights.items()},
-                                    tf.constant(g[:start, pick]))
-                  for g, pick in zip(gradients, picks)]
-        return ([tf.constant(g[start:start + window, pick]) for g, pick in zip(gradients, picks)],
-                [tf.constant(u[start:start + window, pick]) for u, pick in zip(targets, picks)],
-                states, tf.constant(start))
+                                    tf.constant(g[:start, pick]), tf.constant(horizon))
+                  for g, pick, start, horizon in zip(gradients, picks, starts, self.horizons)]
+        return ([tf.constant(g[start:start + window, pick])
+                 for g, pick, start in zip(gradients, picks, starts)],
+                [tf.constant(u[start:start + window, pick])
+                 for u, pick, start in zip(targets, picks, starts)],
+                states, [tf.constant(start) for start in starts])
 
     def record(self) -> tuple[list[np.ndarray], list[np.ndarray], dict[str, list[float]]]:
         """All teacher runs: per problem, gradients and updates ``[steps, runs * N]``;
         the final losses of each problem's runs."""
         gradients, updates, finals = [], [], {}
-        for name, problem, spec, teacher in zip(self.config.problems, self.problems,
-                                                self.config.teachers, self.teachers):
+        for name, problem, spec, teacher, steps in zip(self.config.problems, self.problems,
+                                                       self.config.teachers, self.teachers,
+                                                       self.steps):
             runs = [record_teacher(problem, teacher, teacher_seed(self.config.seed, r),
-                                   self.config.steps) for r in range(self.config.teacher_runs)]
+                                   steps) for r in range(self.config.teacher_runs)]
             finals[name] = [float(np.mean(losses[-10:])) for _, _, losses in runs]
             for (_, run_updates, losses), final in zip(runs, finals[name]):
                 if not (np.all(np.isfinite(run_updates)) and final < losses[0]):
@@ -555,7 +604,7 @@ class Imitator:
             # by the teacher (always the --init-from weights, so a resumed run sees the same).
             students = [record_student(problem, teacher, self.init_arrays, self.network_config,
                                        teacher_seed(self.config.seed, self.config.teacher_runs + r),
-                                       self.config.steps)
+                                       steps)
                         for r in range(self.config.student_runs)]
             for _, _, losses in students:
                 if not np.all(np.isfinite(losses)):
@@ -571,12 +620,11 @@ class Imitator:
         the optimizer on the validation seeds (for one problem: its mean final loss)."""
         from keras_learned_opt.unroll import evaluate, final_loss
 
-        steps = self.config.steps
         weights = {n: v.numpy() for n, v in self.weights.items()}
         means = [np.mean(final_loss(evaluate(weights, self.network_config, problem,
                                              self.validation_seeds, steps,
                                              unroll=math.gcd(steps, 20))))
-                 for problem in self.problems]
+                 for problem, steps in zip(self.problems, self.steps)]
         return float(np.exp(np.mean(np.log(means))))
 
     # ----- checkpoints -------------------------------------------------------------
@@ -622,6 +670,7 @@ class Imitator:
             teacher_final_losses=teacher_finals,
             problems=list(self.config.problems),
             steps=self.config.steps,
+            problem_steps=self.steps,
             seed=self.config.seed,
             validation_seeds=self.validation_seeds,
             iterations_run=self.iteration,
@@ -634,7 +683,8 @@ class Imitator:
         pairs = ", ".join(f"{t} on {p}" for p, t in zip(self.config.problems,
                                                         self.config.teachers))
         windows = (f", {self.config.window}-step windows" if self.config.window else "")
-        description = (f"imitation of {pairs} ({self.config.steps}-step runs{windows}); "
+        lengths = "/".join(str(s) for s in sorted(set(self.steps)))
+        description = (f"imitation of {pairs} ({lengths}-step runs{windows}); "
                        "a starting point for meta-training")
         save_weight_file(self.out, self.best_weights, self.network_config, provenance,
                          description)
@@ -717,12 +767,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Train an update network to imitate a hand-made optimizer (a warm start "
                     "for meta-training) and write its weight file.")
     parser.add_argument("--problem", action="append",
-                        help="a registered problem (repeat to imitate on several; default "
-                             "fmnist_mlp)")
+                        help="a registered problem, optionally with its run length as "
+                             "NAME@STEPS (default --steps); repeat to imitate on several "
+                             "(default fmnist_mlp)")
     parser.add_argument("--teacher", action="append",
                         help="nesterov:lr=R[,momentum=M][,final=F][,final_share=S] (the rate "
                              "is R*F over the last S of each run), "
-                             "adam:lr=R[,beta_1=B1][,beta_2=B2][,epsilon=E] or "
+                             "adam:lr=R[,beta_1=B1][,beta_2=B2][,epsilon=E][,final=F][,final_share=S] or "
                              "dbd:lr=R[,up=U][,down=D][,trace=T][,gain_min=A][,gain_max=B]"
                              "[,momentum=M][,final=F][,final_share=S][,power=P][,beta_2=B2]; "
                              "once for all "

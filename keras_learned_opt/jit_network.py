@@ -78,19 +78,20 @@ class CompiledGroupUpdate:
         self.config = config
         self._function = tf.function(self._call, jit_compile=True, autograph=False)
 
-    def _call(self, weights, gradients, variables, slots, step, learning_rate):
+    def _call(self, weights, gradients, variables, slots, step, learning_rate, horizon):
         from keras_learned_opt.fused import masked_step
 
         flat_grads, states = read_group(gradients, variables, slots)
         updates, new_states = masked_step(weights, self.config, flat_grads, states, step,
-                                          learning_rate)
+                                          learning_rate, horizon)
         write_group(variables, slots, updates, new_states,
                     lambda target, value: target.assign(value),
                     lambda target, value: target.assign_add(value))
         return updates
 
     def __call__(self, weights: Mapping[str, Any], gradients: Sequence, variables: Sequence,
-                 slots: Sequence[Sequence], step: Any, learning_rate: Any) -> list:
+                 slots: Sequence[Sequence], step: Any, learning_rate: Any,
+                 horizon: Any = None) -> list:
         """Update ``variables`` (``keras.Variable``) and their ``slots`` in place.
 
         Args:
@@ -98,7 +99,8 @@ class CompiledGroupUpdate:
             gradients: one per variable, any float dtype, dense or IndexedSlices.
             variables, slots: the model variables and, per variable, its state
                 slots in ``network.state_layout`` order.
-            step: 1-based step; learning_rate: scalar.
+            step: 1-based step; learning_rate: scalar; horizon: the run's
+                length in steps, 0 or ``None`` when unknown.
 
         Returns:
             The flat ``[n_k]`` float32 update of each variable (for ordering).
@@ -115,5 +117,6 @@ class CompiledGroupUpdate:
         updates = self._function(
             weights, gradients, [handle(v) for v in variables],
             [[handle(s) for s in var_slots] for var_slots in slots],
-            tf.cast(step, tf.int64), tf.cast(learning_rate, tf.float32))
+            tf.cast(step, tf.int64), tf.cast(learning_rate, tf.float32),
+            tf.cast(0.0 if horizon is None else horizon, tf.float32))
         return list(updates)

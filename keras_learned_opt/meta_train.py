@@ -231,21 +231,15 @@ class MetaTrainer:
 
     def _initial_arrays(self) -> dict:
         """Fresh weights, or those of ``init_from`` (fine-tuning an existing optimizer)."""
-        from keras_learned_opt.errors import ArchitectureMismatchError
-        from keras_learned_opt.network import initial_weights
+        from keras_learned_opt.network import initial_weights, starting_arrays
         from keras_learned_opt.weights import load_weight_file
 
         if not self.config.init_from:
             return initial_weights(self.network_config, self.config.seed)
         start = load_weight_file(self.config.init_from)
         self.init_provenance = start.provenance
-        # The antisymmetric wrapper uses the same weights, so either kind starts the other.
-        if dataclasses.replace(start.config, antisymmetric=self.network_config.antisymmetric) \
-                != self.network_config:
-            raise ArchitectureMismatchError(
-                f"--init-from {self.config.init_from} holds {start.config}, but this run "
-                f"trains {self.network_config}")
-        return start.arrays
+        return starting_arrays(start.arrays, start.config, self.network_config,
+                               self.config.init_from)
 
     # ----- checkpoints -------------------------------------------------------------
     def _all_workers(self, value: float) -> np.ndarray:
@@ -323,7 +317,7 @@ class MetaTrainer:
         for start in range(0, steps, unroll):
             chunk = [tf.constant(b[:, start : start + unroll]) for b in batches]
             meta_loss, grads, params, state, _ = unroller.train_truncation(
-                self.weights, params, state, task, chunk, start
+                self.weights, params, state, task, chunk, start, steps
             )
             grads = [grads[n] for n in self._names]
             finite = bool(np.isfinite(meta_loss.numpy())) and all(
@@ -495,6 +489,10 @@ def add_network_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--antisymmetric", action="store_true",
                         help="odd update in the gradient: run the network on g and -g and "
                              "take half the difference (no drift; twice the cost)")
+    parser.add_argument("--horizon-input", action="store_true",
+                        help="give the network the fraction of the run done (it then reads "
+                             "LearnedOptimizer(total_steps=...)); an --init-from file "
+                             "without it starts with this input's weights at zero")
 
 
 def network_from_args(args: argparse.Namespace) -> dict:
@@ -507,8 +505,11 @@ def network_from_args(args: argparse.Namespace) -> dict:
         "output_activation": args.output_activation,
         "output_scale": args.output_scale,
     }
-    if args.antisymmetric:  # absent otherwise, so earlier runs' checkpoints stay resumable
+    # Absent otherwise, so earlier runs' checkpoints stay resumable.
+    if args.antisymmetric:
         network["antisymmetric"] = True
+    if args.horizon_input:
+        network["horizon_input"] = True
     return network
 
 

@@ -57,6 +57,12 @@ class NetworkConfig:
             drift (an update that does not average to zero when the gradient
             does); harmless, even useful, within its training horizon, it
             accumulates over longer runs. Costs twice the compute and state.
+        horizon_input: give the network a third input feature, the fraction of
+            the run already done, ``(step - 1) / horizon`` clipped to [0, 1],
+            where ``horizon`` is the run's length in steps as the user states it
+            (``LearnedOptimizer(total_steps=...)``); 0 when it is not stated.
+            A learned schedule: VeLO (Metz et al. 2022) also conditions on the
+            training horizon. It costs one more row in the first matmul.
     """
 
     hidden_sizes: tuple[int, ...] = (20, 20)
@@ -67,6 +73,7 @@ class NetworkConfig:
     output_activation: str = "linear"
     output_scale: float = 0.1
     antisymmetric: bool = False
+    horizon_input: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
@@ -91,8 +98,9 @@ class NetworkConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["hidden_sizes"] = list(self.hidden_sizes)
-        if not self.antisymmetric:
-            d.pop("antisymmetric")  # files written before the option existed read the same
+        for option in ("antisymmetric", "horizon_input"):
+            if not d[option]:
+                d.pop(option)  # files written before the option existed read the same
         return d
 
     def to_json(self) -> str:
@@ -108,7 +116,7 @@ class NetworkConfig:
 
     @property
     def feature_count(self) -> int:
-        return 2
+        return 3 if self.horizon_input else 2
 
     @property
     def state_floats_per_parameter(self) -> int:
@@ -202,6 +210,61 @@ def input_features(
     return features, [m, v]
 
 
+def progress_feature(step, horizon, columns) -> Any:
+    """The fraction of the run done before this step, ``[1, columns]``.
+
+    ``(step - 1) / horizon`` clipped to [0, 1]; 0 everywhere when ``horizon``
+    is ``None`` or not positive (an unstated horizon reads as the start of a
+    long run). ``step`` is 1-based and may be a tensor; so may ``horizon``.
+    """
+    if horizon is None:
+        return ops.zeros((1, columns), dtype="float32")
+    horizon = ops.cast(horizon, "float32")
+    done = ops.cast(step, "float32") - 1.0
+    fraction = ops.where(horizon > 0, ops.clip(done / ops.maximum(horizon, 1.0), 0.0, 1.0), 0.0)
+    return ops.broadcast_to(ops.reshape(fraction, (1, 1)), (1, columns))
+
+
+def add_horizon_input(weights: Mapping[str, np.ndarray],
+                      config: NetworkConfig) -> tuple[dict[str, np.ndarray], NetworkConfig]:
+    """The same network with a ``horizon_input`` feature whose weights are zero.
+
+    It computes exactly what ``weights`` did, whatever the horizon, so it is a
+    starting point for learning what to do with the new input.
+    """
+    if config.horizon_input:
+        raise ValueError("the network already has a horizon input")
+    new_config = dataclasses.replace(config, horizon_input=True)
+    first = "input/kernel" if config.input_layer_size else "lstm_0/kernel"
+    new = {name: np.asarray(value, np.float32) for name, value in weights.items()}
+    kernel = new[first]
+    row = config.feature_count  # the new feature follows the old ones
+    new[first] = np.concatenate(
+        [kernel[:row], np.zeros((1, kernel.shape[1]), np.float32), kernel[row:]], axis=0)
+    return new, new_config
+
+
+def starting_arrays(arrays: Mapping[str, np.ndarray], config: NetworkConfig,
+                    wanted: NetworkConfig, source: str) -> dict[str, np.ndarray]:
+    """Weights of a network ``config`` (from ``source``) as a start for training ``wanted``.
+
+    Allowed differences: ``antisymmetric`` (the wrapper uses the same weights)
+    and a ``horizon_input`` that ``wanted`` adds (``add_horizon_input``).
+
+    Raises:
+        ArchitectureMismatchError: any other difference.
+    """
+    from keras_learned_opt.errors import ArchitectureMismatchError
+
+    arrays = {name: np.asarray(value, np.float32) for name, value in arrays.items()}
+    if wanted.horizon_input and not config.horizon_input:
+        arrays, config = add_horizon_input(arrays, config)
+    if dataclasses.replace(config, antisymmetric=wanted.antisymmetric) != wanted:
+        raise ArchitectureMismatchError(
+            f"--init-from {source} holds {config}, but this run trains {wanted}")
+    return arrays
+
+
 def dense_columns(kernel, bias, x):
     """``kernel [in, out]`` applied to every column of ``x [in, N]``: ``[out, N]``."""
     return ops.matmul(ops.transpose(kernel), x) + ops.expand_dims(bias, -1)
@@ -222,6 +285,7 @@ def apply_network(
     gradient,
     state: Sequence,
     step,
+    horizon=None,
 ) -> tuple[Any, list]:
     """Run the update network on ``N`` coordinates.
 
@@ -230,7 +294,10 @@ def apply_network(
         config: the architecture.
         gradient: ``[N]`` float32 gradient, one entry per coordinate.
         state: tensors in the order of ``state_layout``, each ``[width, N]``.
-        step: 1-based optimizer step (scalar), used by moment bias correction.
+        step: 1-based optimizer step (scalar), used by moment bias correction
+            and by the progress feature.
+        horizon: the run's length in steps (scalar; ``None`` or 0: unknown),
+            read only by networks with ``horizon_input``.
 
     Returns:
         ``(update [N], new_state)``: the update to *add* to the parameters
@@ -241,12 +308,15 @@ def apply_network(
     lstm_state = list(state[: 2 * layers])
     moments = state[2 * layers : 2 * layers + moment_count]
     x, new_moments = input_features(config, gradient, moments or None, step)
-    columns = None
+    columns = gradient.shape[0] if gradient.shape[0] is not None else ops.shape(gradient)[0]
+    if config.horizon_input:
+        x = ops.concatenate([x, progress_feature(step, horizon, columns)], axis=0)
     if config.antisymmetric:
         # The mirrored stream's features are those of -g (and of -m): LogAndSign's
-        # magnitude is even in g and its direction odd; both RNNprop features are odd.
+        # magnitude is even in g and its direction odd; both RNNprop features are
+        # odd; progress is the same for both streams.
         parity = [1.0, -1.0] if config.input_features == "log_and_sign" else [-1.0, -1.0]
-        columns = gradient.shape[0] if gradient.shape[0] is not None else ops.shape(gradient)[0]
+        parity += [1.0] if config.horizon_input else []
         x = ops.concatenate([x, x * np.asarray(parity, "float32")[:, None]], axis=1)
         mirror = state[2 * layers + moment_count :]
         lstm_state = [ops.concatenate([s, m], axis=1) for s, m in zip(lstm_state, mirror)]

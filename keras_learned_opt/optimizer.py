@@ -116,6 +116,12 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
             does so on TensorFlow outside ``tf.distribute`` strategies;
             ``True`` asks for it and is an error on other backends, whose
             compiled steps (``jax.jit``) already fuse.
+        total_steps: the number of steps this optimizer will take (e.g.
+            ``epochs * steps_per_epoch``), read by weight files trained with a
+            horizon input (``NetworkConfig.horizon_input``), which then plan
+            the run as a learning-rate schedule would, e.g. taking smaller
+            steps near its end. ``None``: unknown; such a file then behaves as
+            at the start of a long run throughout. Ignored by other files.
         network_config: used by ``from_config`` so that a saved model can be
             restored where its weight file is absent; leave it ``None``.
         name, weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema,
@@ -135,6 +141,7 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
         name: str | None = None,
         sparse_updates: str = "rows",
         jit_network: bool | str = "auto",
+        total_steps: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
@@ -162,7 +169,32 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
         self._compiled_update: CompiledGroupUpdate | None = None  # made at the first step
         self.fused_group_size = int(fused_group_size)
         self.fused_alone_size = int(fused_alone_size)
+        self.total_steps = total_steps
         self._load_network(weights, network_config)
+
+    @property
+    def total_steps(self) -> int | None:
+        """The run's length in steps as stated by the user (``None``: unknown).
+
+        It may be set until the first step; a traced step keeps the value it saw.
+        """
+        return self._total_steps
+
+    @total_steps.setter
+    def total_steps(self, value: int | None) -> None:
+        if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
+            raise ValueError(f"total_steps must be a positive integer or None, got {value!r}")
+        self._total_steps = None if value is None else int(value)
+
+    @property
+    def uses_horizon(self) -> bool:
+        """Whether the loaded network reads ``total_steps`` (a ``horizon_input`` file)."""
+        return self.network_config.horizon_input
+
+    @property
+    def horizon(self) -> float:
+        """``total_steps`` as the network's horizon input (0.0 when unknown)."""
+        return float(self._total_steps or 0)
 
     def _load_network(self, weights: Any, network_config: dict | None) -> None:
         expected = NetworkConfig.from_dict(network_config) if network_config else None
@@ -337,10 +369,11 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
             if self._compiled_update is None:
                 self._compiled_update = CompiledGroupUpdate(self.network_config)
             return self._compiled_update(self._network_weights, gradients, variables, slots,
-                                         step, learning_rate)
+                                         step, learning_rate, self.horizon)
         flat_grads, states = read_group(gradients, variables, slots)
         updates, new_states = masked_step(self._network_weights, self.network_config,
-                                          flat_grads, states, step, learning_rate)
+                                          flat_grads, states, step, learning_rate,
+                                          self.horizon)
         write_group(variables, slots, updates, new_states, self.assign, self.assign_add)
         return updates
 
@@ -387,6 +420,7 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
                 "fused_group_size": self.fused_group_size,
                 "fused_alone_size": self.fused_alone_size,
                 "jit_network": self.jit_network,
+                "total_steps": self.total_steps,
                 "network_config": self.network_config.to_dict(),
             }
         )

@@ -75,7 +75,7 @@ def rows_update_step(
     # variable, state included.
     (update,), (new_state,) = masked_step(
         optimizer._network_weights, optimizer.network_config, [grad], [old_state],
-        optimizer.iterations + 1, learning_rate,
+        optimizer.iterations + 1, learning_rate, optimizer.horizon,
     )
     for slot, new in zip(slots, new_state):
         width, row_shape = int(slot.shape[0]), [int(d) for d in tuple(slot.shape)[2:]]

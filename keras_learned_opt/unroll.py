@@ -80,19 +80,21 @@ class Unroller:
             lane_losses.append(loss)
         return lane_losses, flat_grads
 
-    def _network_step(self, weights, flat_grads, state, step):
+    def _network_step(self, weights, flat_grads, state, step, horizon):
         """Updates (one ``[n_k]`` per tensor, lanes in order) and the new state,
         from one network call over all coordinates."""
         update, state = apply_network(weights, self.config, tf.concat(flat_grads, axis=0),
-                                      state, step)
+                                      state, step, horizon)
         return tf.split(update, self.sizes * self.lanes), state
 
-    def _steps(self, weights, params, state, task, batches, step0, tape=None):
-        """Run ``unroll`` steps; returns (params, state, losses [unroll, lanes])."""
+    def _steps(self, weights, params, state, task, batches, step0, horizon, tape=None):
+        """Run ``unroll`` steps of a run of ``horizon`` steps (0: unknown);
+        returns (params, state, losses [unroll, lanes])."""
         losses = []
         for t in range(self.unroll):
             lane_losses, flat_grads = self._lane_gradients(params, task, batches, t, tape)
-            updates, state = self._network_step(weights, flat_grads, state, step0 + t + 1)
+            updates, state = self._network_step(weights, flat_grads, state, step0 + t + 1,
+                                                horizon)
             pieces = iter(updates)
             params = [
                 [p + tf.reshape(next(pieces), s) for p, s in zip(lane, self.shapes)]
@@ -120,11 +122,12 @@ class Unroller:
             return tf.reduce_mean(values[-FINAL_STEPS:])
         return tf.reduce_mean(values)
 
-    def _train_truncation(self, weights, params, state, task, batches, step0):
+    def _train_truncation(self, weights, params, state, task, batches, step0, horizon):
         names = sorted(weights)
         with tf.GradientTape() as tape:
             tape.watch([weights[n] for n in names])
-            params, state, losses = self._steps(weights, params, state, task, batches, step0, tape)
+            params, state, losses = self._steps(weights, params, state, task, batches, step0,
+                                                horizon, tape)
             meta_loss = self._reduce(losses, step0)
         grads = tape.gradient(meta_loss, [weights[n] for n in names])
         grads = {n: tf.zeros_like(weights[n]) if g is None else g for n, g in zip(names, grads)}
@@ -132,16 +135,23 @@ class Unroller:
         state = [tf.stop_gradient(s) for s in state]
         return meta_loss, grads, params, state, losses
 
-    def _forward_truncation(self, weights, params, state, task, batches, step0):
-        return self._steps(weights, params, state, task, batches, step0)
+    def _forward_truncation(self, weights, params, state, task, batches, step0, horizon):
+        return self._steps(weights, params, state, task, batches, step0, horizon)
 
-    def train_truncation(self, weights: dict, params, state, task, batches, step0: int):
-        """One truncation with meta-gradients: (meta_loss, grads, params, state, losses)."""
-        return self._train(weights, params, state, task, batches, tf.constant(step0, tf.int32))
+    def train_truncation(self, weights: dict, params, state, task, batches, step0: int,
+                         horizon: int = 0):
+        """One truncation with meta-gradients: (meta_loss, grads, params, state, losses).
 
-    def forward_truncation(self, weights: dict, params, state, task, batches, step0: int):
+        ``horizon`` is the episode's length in steps (0: unknown), read by
+        networks with ``horizon_input``."""
+        return self._train(weights, params, state, task, batches, tf.constant(step0, tf.int32),
+                           tf.constant(horizon, tf.float32))
+
+    def forward_truncation(self, weights: dict, params, state, task, batches, step0: int,
+                           horizon: int = 0):
         """One truncation without meta-gradients: (params, state, losses)."""
-        return self._forward(weights, params, state, task, batches, tf.constant(step0, tf.int32))
+        return self._forward(weights, params, state, task, batches, tf.constant(step0, tf.int32),
+                             tf.constant(horizon, tf.float32))
 
     def episodes(self, seeds: Sequence[int], steps: int):
         """Stacked initial params, task and batches for one episode per lane."""
@@ -162,8 +172,12 @@ def evaluate(
     steps: int,
     unroll: int = 20,
     unroller: Unroller | None = None,
+    horizon: int | None = None,
 ) -> np.ndarray:
     """Training losses ``[len(seeds), steps]`` of the network on fresh episodes.
+
+    A network with ``horizon_input`` is told the run's length, ``steps``,
+    unless ``horizon`` says otherwise (0: not told).
 
     The loss at step ``t`` is the minibatch loss before the ``t``-th update, as
     reported by ``model.fit``. Diverged lanes give non-finite values.
@@ -178,7 +192,7 @@ def evaluate(
         if chunk[0].shape[1] < unroller.unroll:
             raise ValueError(f"steps ({steps}) must be a multiple of unroll ({unroller.unroll})")
         params, state, chunk_losses = unroller.forward_truncation(
-            weights, params, state, task, chunk, start
+            weights, params, state, task, chunk, start, steps if horizon is None else horizon
         )
         losses.append(chunk_losses.numpy())
     return np.concatenate(losses, axis=0).T

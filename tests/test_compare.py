@@ -173,3 +173,37 @@ def test_model_whose_loss_is_not_scalar():
     with pytest.raises(ValueError, match="must be a scalar"):
         compare(problem.build_model, ["sgd"], seeds=1, steps=2, lr_grid=[0.1],
                 data=(problem.x, problem.y), loss_fn=per_example_loss, verbose=0)
+
+
+def test_learned_optimizers_that_read_the_horizon_are_told_the_steps(tmp_path, paper_config):
+    """A horizon_input file gets total_steps=steps (as a user who knows the run's length
+    would give it), recorded in the result; --no-horizon leaves it untold, and the two
+    runs differ. Files without the input are never told anything."""
+    import dataclasses
+
+    from keras_learned_opt.network import initial_weights
+    from keras_learned_opt.weights import save_weight_file
+
+    config = dataclasses.replace(paper_config, horizon_input=True)
+    rng = np.random.default_rng(5)
+    weights = {k: rng.normal(0, 0.3, v.shape).astype("float32")
+               for k, v in initial_weights(config).items()}
+    path = tmp_path / "horizon.h5"
+    save_weight_file(path, weights, config, provenance={}, description="random (tests only)")
+    spec = f"learned:{path}"
+    told = compare("quadratic", [spec, "sgd"], seeds=1, steps=12, lr_grid=[0.01], verbose=0)
+    untold = compare("quadratic", [spec], seeds=1, steps=12, verbose=0, tell_horizon=False)
+    assert told.metadata["total_steps_told"] == {spec: 12}
+    assert untold.metadata["total_steps_told"] == {spec: None}
+    curves = [r.optimizers[0].runs[0].losses for r in (told, untold)]
+    assert np.all(np.isfinite(curves[0])) and np.all(np.isfinite(curves[1]))
+    assert np.max(np.abs(curves[0] - curves[1])) > 0
+    out = tmp_path / "r.json"
+    assert main(["--problem", "quadratic", "--optimizer", spec, "--seeds", "1", "--steps", "12",
+                 "--no-horizon", "--out", str(out), "--quiet"]) == 0
+    assert json.loads(out.read_text())["metadata"]["total_steps_told"] == {spec: None}
+    save_weight_file(tmp_path / "plain.h5", initial_weights(paper_config), paper_config,
+                     provenance={}, description="zero (tests only)")
+    plain = compare("quadratic", [f"learned:{tmp_path / 'plain.h5'}"], seeds=1, steps=12,
+                    verbose=0)
+    assert "total_steps_told" not in plain.metadata

@@ -363,3 +363,56 @@ def test_network_under_xla_matches_plain_graph(random_weight_file, fused):
     moved = [np.abs(np.asarray(v)).sum() for v in compiled.optimizer._state_slots[0]]
     assert min(moved) > 0
 
+
+
+@pytest.fixture
+def horizon_weight_file(tmp_path):
+    from keras_learned_opt.network import NetworkConfig, initial_weights
+    from keras_learned_opt.weights import save_weight_file
+
+    config = NetworkConfig(antisymmetric=True, horizon_input=True)
+    rng = np.random.default_rng(8)
+    weights = {k: rng.normal(0, 0.3, v.shape).astype("float32")
+               for k, v in initial_weights(config).items()}
+    path = tmp_path / "horizon.h5"
+    save_weight_file(path, weights, config, provenance={}, description="random horizon (tests only)")
+    return path
+
+
+def test_horizon_file_reads_total_steps_on_every_path(tmp_path, horizon_weight_file):
+    """A horizon_input file gets total_steps on the per-variable, fused and XLA
+    paths alike (sparse rows included), changes its updates with it, and keeps
+    it through model.save."""
+    variants = {"per-variable": dict(fused=False, jit_network=False),
+                "fused": dict(fused=True, jit_network=False)}
+    if keras.backend.backend() == "tensorflow":
+        variants["fused, XLA"] = dict(fused=True, jit_network=True)
+    told = {name: _compiled(horizon_weight_file, total_steps=6, **options)
+            for name, options in variants.items()}
+    untold = _compiled(horizon_weight_file, fused=True)
+    assert untold.optimizer.uses_horizon and untold.optimizer.total_steps is None
+    for model in [*told.values(), untold]:
+        _steps(model, 0, 4)
+    _assert_same_state(told["per-variable"], told["fused"])
+    if "fused, XLA" in told:
+        for x, y in zip(told["fused"].optimizer.variables, told["fused, XLA"].optimizer.variables):
+            np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-5)
+    gap = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+              for a, b in zip(told["fused"].optimizer._state_slots[0],
+                              untold.optimizer._state_slots[0]))
+    assert gap > 1e-3  # told the horizon, the network moves differently
+    model = told["fused"]
+    assert model.optimizer.get_config()["total_steps"] == 6
+    model.save(tmp_path / "h.keras")
+    resumed = keras.models.load_model(tmp_path / "h.keras")
+    assert resumed.optimizer.total_steps == 6
+    _steps(model, 4, 6)
+    _steps(resumed, 4, 6)
+    _assert_same_state(model, resumed)
+
+
+@pytest.mark.parametrize("bad", [0, -5, 2.5, True, "100"])
+def test_total_steps_is_validated(random_weight_file, bad):
+    with pytest.raises((ValueError, TypeError), match="total_steps"):
+        klo.LearnedOptimizer(random_weight_file, total_steps=bad)
+    assert not klo.LearnedOptimizer(random_weight_file, total_steps=50).uses_horizon

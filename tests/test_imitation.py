@@ -297,3 +297,63 @@ def test_windowed_imitation_trains_resumes_and_says_so(tmp_path):
     out = imitate(tmp_path / "warm.h5", verbose=0, iterations=60, **dict(SMALL, window=5))
     history = load_weight_file(out).provenance["validation_history"]
     assert history[-1]["error"] < 0.5, history  # 1.0 at the start (zero output layer)
+
+
+def test_problem_entries_may_name_their_run_length():
+    from keras_learned_opt.imitation import problem_and_steps
+
+    assert problem_and_steps("fmnist_mlp@1000", 100) == ("fmnist_mlp", 1000)
+    assert problem_and_steps("fmnist_mlp", 100) == ("fmnist_mlp", 100)
+    assert problem_and_steps("quadratic@scaled1", 20) == ("quadratic@scaled1", 20)
+    assert problem_and_steps("quadratic@scaled1@40", 20) == ("quadratic@scaled1", 40)
+    with pytest.raises(ValueError, match="must be positive"):
+        problem_and_steps("quadratic@0", 20)
+    with pytest.raises(ValueError, match="window must be 0"):
+        small_config(problem="quadratic@30", window=20)  # 20 does not divide 30
+
+
+def test_runs_of_two_lengths_train_a_horizon_input_told_each_length(tmp_path):
+    """Runs of 20 and 40 steps in one imitation: a horizon_input network started from
+    a file without that input; every window's error is computed from the state the
+    network reaches there, told its own run's length."""
+    from keras_learned_opt.imitation import network_state_after
+
+    start = tmp_path / "start.h5"
+    imitate(start, verbose=0, iterations=10, **SMALL)
+    options = {k: v for k, v in SMALL.items() if k not in ("problem", "teacher", "network")}
+    teacher = "nesterov:lr=0.003,final=0.1,final_share=0.5"
+    config = ImitationConfig(problems=["quadratic@20", "quadratic@40"], teachers=[teacher],
+                             iterations=10, window=10, init_from=str(start),
+                             network={"hidden_sizes": [8, 8], "horizon_input": True}, **options)
+    imitator = Imitator(config, tmp_path / "horizon.h5", verbose=0)
+    assert imitator.steps == [20, 40] and imitator.horizons == [20.0, 40.0]
+    assert not imitator.weights["lstm_0/kernel"].numpy()[2].any()  # the new input starts at zero
+    gradients, targets, _ = imitator.record()
+    assert [g.shape[0] for g in gradients] == [20, 40]
+    # Give the new input weight, then check one batch against the error computed by hand.
+    rng = np.random.default_rng(3)
+    kernel = imitator.weights["lstm_0/kernel"]
+    kernel.assign(kernel.numpy() + np.eye(1, kernel.shape[0], 2).T * rng.normal(size=kernel.shape[1]))
+    weights = {n: v.numpy() for n, v in imitator.weights.items()}
+    picks = [np.arange(5), np.arange(5)]
+    batch = imitator._batch(gradients, targets, picks, np.random.default_rng(7))
+    error, _ = imitator._step(*batch)
+    starts = [int(s) for s in batch[3]]
+    assert starts[1] in (0, 10, 20, 30) and starts[0] == starts[1] % 20
+
+    def by_hand(horizons):
+        errors = []
+        for g, u, first, horizon in zip(gradients, targets, starts, horizons):
+            state = network_state_after(weights, imitator.network_config, g[:first, :5], horizon)
+            errors.append(float(imitation_error(weights, imitator.network_config,
+                                                g[first:first + 10, :5], u[first:first + 10, :5],
+                                                state, first, horizon)))
+        return np.mean(errors)
+
+    assert float(error) == pytest.approx(by_hand([20.0, 40.0]), rel=1e-5)
+    assert abs(float(error) - by_hand([None, None])) > 1e-4 * float(error)
+    imitator.run()
+    weight_file = load_weight_file(tmp_path / "horizon.h5")
+    assert weight_file.config.horizon_input
+    assert weight_file.provenance["problem_steps"] == [20, 40]
+    assert "20/40-step runs" in weight_file.description

@@ -6,8 +6,11 @@ from keras import ops
 
 from keras_learned_opt.network import (
     NetworkConfig,
+    add_horizon_input,
     apply_network,
     initial_weights,
+    progress_feature,
+    starting_arrays,
     state_layout,
     weight_shapes,
     zero_state,
@@ -18,7 +21,7 @@ def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def numpy_reference(weights, config, grad, state, step):
+def numpy_reference(weights, config, grad, state, step, horizon=None):
     """Straightforward per-coordinate loop, written independently of network.py."""
     p = config.log_and_sign_p
     n = grad.shape[0]
@@ -41,6 +44,9 @@ def numpy_reference(weights, config, grad, state, step):
             x = np.array([g / rms, m / corr / rms])
             new_state[2 * layers][row, 0] = m
             new_state[2 * layers + 1][row, 0] = v
+        if config.horizon_input:
+            done = min(max((step - 1) / horizon, 0.0), 1.0) if horizon else 0.0
+            x = np.append(x, done)
         if config.input_layer_size:
             z = x @ weights["input/kernel"] + weights["input/bias"]
             x = np.where(z > 0, z, np.exp(np.minimum(z, 0)) - 1)
@@ -66,6 +72,9 @@ def numpy_reference(weights, config, grad, state, step):
         NetworkConfig(log_and_sign_p=5.0, hidden_sizes=(8,)),
         NetworkConfig(input_features="rnnprop", input_layer_size=6, output_activation="tanh",
                       hidden_sizes=(7, 5)),
+        NetworkConfig(hidden_sizes=(6, 5), horizon_input=True),
+        NetworkConfig(input_features="rnnprop", input_layer_size=4, hidden_sizes=(5,),
+                      horizon_input=True),
     ],
 )
 def test_forward_matches_numpy_reference(config):
@@ -80,8 +89,8 @@ def test_forward_matches_numpy_reference(config):
         state[-1] = np.abs(state[-1])  # second moment is non-negative
     # The reference is written coordinate-major ([N, width]); the network is feature-major.
     update, new_state = apply_network(weights, config, ops.convert_to_tensor(grad),
-                                      [ops.convert_to_tensor(s.T) for s in state], 3)
-    ref_update, ref_state = numpy_reference(weights, config, grad, state, 3)
+                                      [ops.convert_to_tensor(s.T) for s in state], 3, 8)
+    ref_update, ref_state = numpy_reference(weights, config, grad, state, 3, 8)
     np.testing.assert_allclose(ops.convert_to_numpy(update), ref_update, rtol=1e-5, atol=1e-6)
     for got, want in zip(new_state, ref_state):
         np.testing.assert_allclose(ops.convert_to_numpy(got).T, want, rtol=1e-5, atol=1e-6)
@@ -181,3 +190,63 @@ def test_antisymmetric_layout_and_config():
     assert "antisymmetric" not in NetworkConfig().to_dict()  # older files read the same
     rnnprop = NetworkConfig(input_features="rnnprop", antisymmetric=True)
     assert [n for n, _ in state_layout(rnnprop)][4:6] == ["m", "v"]
+
+
+def test_progress_feature_is_the_fraction_of_the_run_done():
+    def value(step, horizon):
+        return ops.convert_to_numpy(progress_feature(step, horizon, 3))
+
+    assert value(1, 100).shape == (1, 3)
+    np.testing.assert_allclose(value(1, 100), 0.0)
+    np.testing.assert_allclose(value(81, 100), 0.8)
+    np.testing.assert_allclose(value(500, 100), 1.0)  # past the stated horizon
+    np.testing.assert_allclose(value(81, None), 0.0)  # unknown horizon: a long run's start
+    np.testing.assert_allclose(value(81, 0.0), 0.0)
+
+
+def test_horizon_input_changes_the_update_only_when_its_weights_do():
+    plain = NetworkConfig(hidden_sizes=(6, 5), antisymmetric=True)
+    weights = _random_weights(plain, seed=4)
+    grown, config = add_horizon_input(weights, plain)
+    assert config == NetworkConfig(hidden_sizes=(6, 5), antisymmetric=True, horizon_input=True)
+    assert grown["lstm_0/kernel"].shape == (3 + 6, 24)
+    assert weight_shapes(config)["lstm_0/kernel"] == (3 + 6, 24)
+    grad = ops.convert_to_tensor(np.linspace(-1e-2, 1e-2, 7).astype(np.float32))
+    before, _ = apply_network(weights, plain, grad, zero_state(plain, 7), 5)
+    for horizon in (None, 10, 1000):
+        after, _ = apply_network(grown, config, grad, zero_state(config, 7), 5, horizon)
+        np.testing.assert_array_equal(ops.convert_to_numpy(after), ops.convert_to_numpy(before))
+    grown["lstm_0/kernel"][2] = 1.0  # now the progress feature matters
+    early, _ = apply_network(grown, config, grad, zero_state(config, 7), 5, 1000)
+    late, _ = apply_network(grown, config, grad, zero_state(config, 7), 5, 5)
+    assert np.max(np.abs(ops.convert_to_numpy(early) - ops.convert_to_numpy(late))) > 1e-5
+    # still odd in the gradient: progress is the same for both streams
+    mirrored, _ = apply_network(grown, config, -grad, zero_state(config, 7), 5, 5)
+    np.testing.assert_allclose(ops.convert_to_numpy(mirrored), -ops.convert_to_numpy(late),
+                               atol=1e-7)
+    with pytest.raises(ValueError, match="already has a horizon input"):
+        add_horizon_input(grown, config)
+
+
+def test_starting_arrays_grow_a_horizon_input_and_refuse_other_changes():
+    from keras_learned_opt.errors import ArchitectureMismatchError
+
+    plain = NetworkConfig(input_layer_size=4)
+    weights = _random_weights(plain)
+    wanted = NetworkConfig(input_layer_size=4, horizon_input=True)
+    grown = starting_arrays(weights, plain, wanted, "start.h5")
+    assert grown["input/kernel"].shape == (3, 4) and not grown["input/kernel"][2].any()
+    np.testing.assert_array_equal(grown["input/kernel"][:2], weights["input/kernel"])
+    with pytest.raises(ArchitectureMismatchError, match="start.h5"):
+        starting_arrays(weights, plain, NetworkConfig(hidden_sizes=(8,), horizon_input=True),
+                        "start.h5")
+    with pytest.raises(ArchitectureMismatchError, match="start.h5"):
+        starting_arrays(grown, wanted, plain, "start.h5")  # an input cannot be dropped
+
+
+def test_horizon_input_config():
+    config = NetworkConfig(horizon_input=True)
+    assert config.feature_count == 3
+    assert NetworkConfig.from_dict(config.to_dict()) == config
+    assert "horizon_input" not in NetworkConfig().to_dict()  # older files read the same
+    assert [n for n, _ in state_layout(config)] == [n for n, _ in state_layout(NetworkConfig())]
