@@ -10,6 +10,7 @@ from keras_learned_opt.errors import (  # noqa: E402
 )
 from keras_learned_opt.network import NetworkConfig  # noqa: E402
 from keras_learned_opt.optimizer import LearnedOptimizer  # noqa: E402
+from keras_learned_opt.callbacks import TotalStepsFromFit  # noqa: E402
 from keras_learned_opt.bundled import list_pretrained, pretrained_dir  # noqa: E402
 from keras_learned_opt.weights import load_weight_file, save_weight_file  # noqa: E402
 
@@ -18,6 +19,7 @@ __all__ = [
     "LearnedOptimizer",
     "NetworkConfig",
     "NoPretrainedWeightsError",
+    "TotalStepsFromFit",
     "UnknownPretrainedError",
     "WeightFileError",
     "list_pretrained",

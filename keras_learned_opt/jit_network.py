@@ -118,5 +118,5 @@ class CompiledGroupUpdate:
             weights, gradients, [handle(v) for v in variables],
             [[handle(s) for s in var_slots] for var_slots in slots],
             tf.cast(step, tf.int64), tf.cast(learning_rate, tf.float32),
-            tf.cast(0.0 if horizon is None else horizon, tf.float32))
+            tf.cast(0.0 if horizon is None else handle(horizon), tf.float32))
         return list(updates)

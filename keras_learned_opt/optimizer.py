@@ -117,11 +117,12 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
             ``True`` asks for it and is an error on other backends, whose
             compiled steps (``jax.jit``) already fuse.
         total_steps: the number of steps this optimizer will take (e.g.
-            ``epochs * steps_per_epoch``), read by weight files trained with a
-            horizon input (``NetworkConfig.horizon_input``), which then plan
-            the run as a learning-rate schedule would, e.g. taking smaller
-            steps near its end. ``None``: unknown; such a file then behaves as
-            at the start of a long run throughout. Ignored by other files.
+            ``epochs * steps_per_epoch``, or let ``TotalStepsFromFit`` set it),
+            read by weight files trained with a horizon input
+            (``NetworkConfig.horizon_input``), which then plan the run as a
+            learning-rate schedule would, e.g. taking smaller steps near its
+            end. ``None``: unknown; such a file then behaves as at the start of
+            a long run throughout. Ignored by other files.
         network_config: used by ``from_config`` so that a saved model can be
             restored where its weight file is absent; leave it ``None``.
         name, weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema,
@@ -176,15 +177,19 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
     def total_steps(self) -> int | None:
         """The run's length in steps as stated by the user (``None``: unknown).
 
-        It may be set until the first step; a traced step keeps the value it saw.
+        It may be changed at any time (``TotalStepsFromFit`` sets it when ``fit`` starts);
+        a horizon-reading optimizer saves it with its variables.
         """
         return self._total_steps
 
     @total_steps.setter
     def total_steps(self, value: int | None) -> None:
-        if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
+        if value is not None and (isinstance(value, (bool, str)) or int(value) != value
+                                  or value < 1):
             raise ValueError(f"total_steps must be a positive integer or None, got {value!r}")
         self._total_steps = None if value is None else int(value)
+        if getattr(self, "_horizon_variable", None) is not None:
+            self._horizon_variable.assign(float(self._total_steps or 0))
 
     @property
     def uses_horizon(self) -> bool:
@@ -192,8 +197,11 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
         return self.network_config.horizon_input
 
     @property
-    def horizon(self) -> float:
-        """``total_steps`` as the network's horizon input (0.0 when unknown)."""
+    def horizon(self) -> Any:
+        """``total_steps`` as the network's horizon input (0 when unknown): once built, a
+        horizon-reading optimizer keeps it in a variable, so a traced step sees changes."""
+        if getattr(self, "_horizon_variable", None) is not None:
+            return self._horizon_variable
         return float(self._total_steps or 0)
 
     def _load_network(self, weights: Any, network_config: dict | None) -> None:
@@ -266,6 +274,11 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
                 )
                 for name, shape in weight_shapes(self.network_config).items()
             }
+            self._horizon_variable = None
+            if self.uses_horizon:
+                self._horizon_variable = self.add_variable(
+                    shape=(), dtype="float32", name="total_steps",
+                    initializer=lambda shape, dtype: ops.convert_to_tensor(self.horizon, dtype))
         layout = state_layout(self.network_config)
         self._state_slots = []
         for variable in var_list:
@@ -383,6 +396,9 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
         super().load_own_variables(store)
         if len(store.keys()) == len(self.variables):
             self._awaiting_restore = False
+        if getattr(self, "_horizon_variable", None) is not None:
+            restored = int(round(float(ops.convert_to_numpy(self._horizon_variable))))
+            self._total_steps = restored or None
 
     def _convert_coordinate_major_slots(self, store: Any) -> Any:
         """Slots saved by version 0.1 (``variable.shape + (units,)``) in today's layout.

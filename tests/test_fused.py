@@ -416,3 +416,36 @@ def test_total_steps_is_validated(random_weight_file, bad):
     with pytest.raises((ValueError, TypeError), match="total_steps"):
         klo.LearnedOptimizer(random_weight_file, total_steps=bad)
     assert not klo.LearnedOptimizer(random_weight_file, total_steps=50).uses_horizon
+
+
+def test_total_steps_set_after_the_first_step_reaches_the_traced_step(horizon_weight_file):
+    """total_steps lives in a variable: set after the step was traced, it is used from
+    the next step on (step 1 sees progress 0 either way, so the runs must agree)."""
+    told = _compiled(horizon_weight_file, total_steps=6)
+    late = _compiled(horizon_weight_file)
+    _steps(told, 0, 1)
+    _steps(late, 0, 1)
+    late.optimizer.total_steps = 6
+    _steps(told, 1, 4)
+    _steps(late, 1, 4)
+    _assert_same_state(told, late)
+
+
+def test_total_steps_from_fit(horizon_weight_file, random_weight_file):
+    (image, tokens), y = _data()  # 64 samples: 4 steps of 16 per epoch
+    model = _compiled(horizon_weight_file)
+    model.fit([image, tokens], y, batch_size=16, epochs=3, verbose=0,
+              callbacks=[klo.TotalStepsFromFit()])
+    assert model.optimizer.total_steps == 12
+    model.fit([image, tokens], y, batch_size=16, epochs=2, verbose=0,
+              callbacks=[klo.TotalStepsFromFit()])
+    assert model.optimizer.total_steps == 12 + 8  # one run, continued
+    plain = _compiled(random_weight_file)
+    plain.fit([image, tokens], y, batch_size=16, epochs=1, verbose=0,
+              callbacks=[klo.TotalStepsFromFit()])
+    assert plain.optimizer.total_steps is None  # a file that does not read it: untouched
+    adam = _model()
+    adam.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    with pytest.raises(TypeError, match="LearnedOptimizer"):
+        adam.fit([image, tokens], y, batch_size=16, epochs=1, verbose=0,
+                 callbacks=[klo.TotalStepsFromFit()])
