@@ -27,11 +27,12 @@ from keras_learned_opt.unroll import Unroller
 class PerVariableUnroller(Unroller):
     """``Unroller`` with one network call per parameter tensor and lane (for comparison)."""
 
-    def _network_step(self, weights, flat_grads, state, step):
+    def _network_step(self, weights, flat_grads, state, step, horizon):
         pieces = [tf.split(s, self.sizes * self.lanes, axis=1) for s in state]
         updates, new_pieces = [], []
         for j, gradient in enumerate(flat_grads):
-            update, new = apply_network(weights, self.config, gradient, [p[j] for p in pieces], step)
+            update, new = apply_network(weights, self.config, gradient, [p[j] for p in pieces],
+                                        step, horizon)
             updates.append(update)
             new_pieces.append(new)
         return updates, [tf.concat([n[i] for n in new_pieces], 1) for i in range(len(state))]

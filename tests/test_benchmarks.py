@@ -85,8 +85,8 @@ def test_generalization_suite_runs_only_the_named_cases(tmp_path, monkeypatch, c
         sys.path.remove(str(BENCHMARKS))
     asked = {}
 
-    def fake_suite(weights, seeds, lr_grid, cases, out, verbose=1):
-        asked.update(cases=cases, seeds=seeds)
+    def fake_suite(weights, seeds, lr_grid, cases, out, verbose=1, tell_horizon=True):
+        asked.update(cases=cases, seeds=seeds, tell_horizon=tell_horizon)
         return [{"weights": weights[0], "case": label, "problem": problem, "steps": steps,
                  "learned_final_loss": 0.5, "best_baseline": "nag", "baseline_learning_rate": 0.3,
                  "baseline_final_loss": 0.5, "ratio": 1.0, "diverged": False, "target": 1.0,
@@ -99,7 +99,11 @@ def test_generalization_suite_runs_only_the_named_cases(tmp_path, monkeypatch, c
     assert asked["cases"] == [("fmnist_mlp, 1000 steps", "fmnist_mlp", 1000),
                               ("small CNN", "fmnist_cnn", 100)]
     assert asked["seeds"] == generalization.suite_seeds(20)
+    assert asked["tell_horizon"] is True
     assert "| paper-fmnist-mlp | small CNN |" in (tmp_path / "table.md").read_text()
+    assert generalization.main(["--weights", "paper-fmnist-mlp", "--cases", "fmnist_cnn_100",
+                                "--no-horizon", "--out", str(tmp_path)]) == 0
+    assert asked["tell_horizon"] is False
     with pytest.raises(SystemExit) as refused:
         generalization.main(["--cases", "fmnist_mlp_999", "--out", str(tmp_path)])
     assert refused.value.code == 2
