@@ -10,6 +10,8 @@ SGD and is level with tuned Nesterov (measured ratio 0.996). The issue's target 
 best baseline is NOT met and README says so; this test guards the measured level.
 """
 
+from pathlib import Path
+
 import pytest
 
 from keras_learned_opt import list_pretrained
@@ -120,21 +122,39 @@ def test_default_meets_its_generalization_targets(problem, baseline, rate):
     assert result.ratio(learned) <= 1.0, result.table()
 
 
+LONG_HORIZON_FINALS = (Path(__file__).parent.parent / "benchmarks" / "results"
+                       / "generalization-1000-steps-20-seeds-antisymmetric-horizon-mix"
+                       / "fmnist_mlp_1000_finals.json")
+
+
 @pytest.mark.slow
-def test_default_meets_the_long_horizon_target_on_twenty_seeds():
+def test_default_meets_the_long_horizon_target_on_the_first_ten_of_its_twenty_seeds():
     """Five seeds cannot tell the 1000-step ratio from 1.00 reliably (standard error about
-    2.5%), so the default is judged there on 20 evaluation seeds, by the rule fixed before
-    measuring (pretrained/README.md): 0.912, `python benchmarks/generalization.py
-    --weights antisymmetric-horizon-mix --seeds 20 --cases fmnist_mlp_1000`, where the
-    suite's tuning picked Nesterov at 0.3 (0.933 on the suite's 5). This reruns that
-    comparison (20 seeds counted from EVALUATION_SEED_BASE, as the suite's `suite_seeds(20)`;
-    the default told total_steps=1000, as `compare` does)."""
-    result = compare("fmnist_mlp", [f"learned:{_default_name()}", "nag"], seeds=20,
+    2.5%), so the default was judged on 20 evaluation seeds, by the rule fixed before
+    measuring (pretrained/README.md): 0.912 against tuned Nesterov (lr 0.3), lower on each
+    of the 20 seeds (`python benchmarks/generalization.py --weights antisymmetric-horizon-mix
+    --seeds 20 --cases fmnist_mlp_1000`, per-seed finals committed). Its per-seed ratios lie
+    in 0.87-0.96, so half of those seeds (0.923 there) still resolve the target; this
+    reruns them, told total_steps=1000 as `compare` does, and checks that each seed
+    reproduces the committed run, so the 20-seed figure is the one this code computes."""
+    import json
+
+    import numpy as np
+
+    committed = json.loads(LONG_HORIZON_FINALS.read_text())
+    default = f"learned:{_default_name()}"
+    result = compare("fmnist_mlp", [default, "nag"], seeds=committed["seeds"][:10],
                      steps=1000, lr_grid=[0.3], verbose=0)
-    assert result.metadata["total_steps_told"] == {f"learned:{_default_name()}": 1000}
-    learned = result.optimizers[0]
+    assert result.metadata["total_steps_told"] == {default: 1000}
+    learned, nesterov = result.optimizers
     assert not any(r.diverged.any() for r in learned.runs)
     assert result.ratio(learned) <= 1.0, result.table()
+    assert np.all(learned.best.final < nesterov.best.final), result.table()
+    recorded = {o["label"]: o["runs"] for o in committed["optimizers"]}
+    for label, mine in ((default, learned), ("nag", nesterov)):
+        run = next(r for r in recorded[label]
+                   if np.isclose(r["learning_rate"], mine.best.learning_rate))
+        np.testing.assert_allclose(mine.best.final, run["final"][:10], rtol=0.02)
 
 
 def test_default_is_antisymmetric_and_has_no_drift():
