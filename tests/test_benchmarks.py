@@ -109,3 +109,41 @@ def test_generalization_suite_runs_only_the_named_cases(tmp_path, monkeypatch, c
     assert refused.value.code == 2
     assert "unknown case(s) fmnist_mlp_999" in capsys.readouterr().err
     assert "fmnist_mlp_1000" in generalization.case_slugs(generalization.CASES)
+
+
+def test_finals_only_keeps_each_runs_final_losses_and_drops_the_curves(tmp_path):
+    """The reduced file carries every optimizer's per-seed finals at every rate, the seeds,
+    the metadata and the command; not the curves. Anything but a comparison is refused."""
+    import json
+
+    import numpy as np
+
+    from keras_learned_opt.compare_result import CompareResult, LrRuns, OptimizerResult
+
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import finals_only
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    rng = np.random.default_rng(0)
+    runs = {label: [LrRuns(rate, rng.uniform(0.5, 2.0, size=(3, 30))) for rate in rates]
+            for label, rates in (("learned:x", [1.0]), ("nag", [0.1, 0.3]))}
+    result = CompareResult("fmnist_mlp", 30, [7, 8, 9],
+                           [OptimizerResult(label, label == "nag", lr_runs)
+                            for label, lr_runs in runs.items()],
+                           final_window=10, metadata={"total_steps_told": {"learned:x": 30}})
+    full = result.to_json(tmp_path / "case.json")
+    reduced = json.loads(finals_only.finals_only(full, "python make-it.py").read_text())
+    assert reduced["command"] == "python make-it.py"
+    assert reduced["seeds"] == [7, 8, 9] and reduced["steps"] == 30
+    assert reduced["metadata"] == {"total_steps_told": {"learned:x": 30}}
+    for entry, optimizer in zip(reduced["optimizers"], result.optimizers):
+        assert entry["label"] == optimizer.label
+        for kept, lr_runs in zip(entry["runs"], optimizer.runs):
+            assert set(kept) == {"learning_rate", "final"}
+            np.testing.assert_allclose(kept["final"], lr_runs.final)
+    assert reduced["markdown"] == result.table()
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"rows": []}))
+    with pytest.raises(ValueError, match="not a comparison result"):
+        finals_only.finals_only(other, "x")
