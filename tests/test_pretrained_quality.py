@@ -128,22 +128,24 @@ LONG_HORIZON_FINALS = (Path(__file__).parent.parent / "benchmarks" / "results"
 
 
 @pytest.mark.slow
-def test_default_meets_the_long_horizon_target_on_the_first_ten_of_its_twenty_seeds():
+def test_default_meets_the_long_horizon_target_on_the_first_five_of_its_twenty_seeds():
     """Five seeds cannot tell the 1000-step ratio from 1.00 reliably (standard error about
     2.5%), so the default was judged on 20 evaluation seeds, by the rule fixed before
     measuring (pretrained/README.md): 0.912 against tuned Nesterov (lr 0.3), lower on each
     of the 20 seeds (`python benchmarks/generalization.py --weights antisymmetric-horizon-mix3
     --seeds 20 --cases fmnist_mlp_1000`, per-seed finals committed). Its per-seed ratios lie
-    in 0.87-0.96, so half of those seeds (0.922 there) still resolve the target; this
-    reruns them, told total_steps=1000 as `compare` does, and checks that each seed
-    reproduces the committed run, so the 20-seed figure is the one this code computes."""
+    in 0.87-0.96, so the first five (0.927 there: 0.929, 0.902, 0.910, 0.955, 0.936, each
+    seed below Nesterov) still resolve the target; this reruns them, told total_steps=1000
+    as `compare` does, and checks that each seed reproduces the committed run, so the
+    20-seed figure is the one this code computes. (Ten seeds took 170-200 s of the suite's
+    time; five keep it well under 15 minutes.)"""
     import json
 
     import numpy as np
 
     committed = json.loads(LONG_HORIZON_FINALS.read_text())
     default = f"learned:{_default_name()}"
-    result = compare("fmnist_mlp", [default, "nag"], seeds=committed["seeds"][:10],
+    result = compare("fmnist_mlp", [default, "nag"], seeds=committed["seeds"][:5],
                      steps=1000, lr_grid=[0.3], verbose=0)
     assert result.metadata["total_steps_told"] == {default: 1000}
     learned, nesterov = result.optimizers
@@ -154,7 +156,7 @@ def test_default_meets_the_long_horizon_target_on_the_first_ten_of_its_twenty_se
     for label, mine in ((default, learned), ("nag", nesterov)):
         run = next(r for r in recorded[label]
                    if np.isclose(r["learning_rate"], mine.best.learning_rate))
-        np.testing.assert_allclose(mine.best.final, run["final"][:10], rtol=0.02)
+        np.testing.assert_allclose(mine.best.final, run["final"][:5], rtol=0.02)
 
 
 def test_default_is_antisymmetric_and_has_no_drift():
