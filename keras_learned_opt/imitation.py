@@ -8,7 +8,8 @@ strong analytic optimizer and meta-train from there. This module makes that
 starting point:
 
 1. run the *teacher* (Nesterov momentum, optionally with its rate cut over the
-   last part of the run; Adam; or Nesterov on delta-bar-delta gains) on
+   last part of the run; Adam; Nesterov on delta-bar-delta gains; or a trained
+   update network, which distils that network into this one) on
    training episodes of a problem, recording every step's flattened gradient
    and the teacher's update, ``[steps, N]`` each; with several problems, each has its own teacher (say, the rate tuned
    for it), so the network learns to tell them apart by their gradients;
@@ -49,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -265,18 +267,104 @@ class DeltaBarDeltaTeacher:
         return steps_, (velocity, gains, traces, squares)
 
 
-TEACHERS = {"nesterov": NesterovTeacher, "adam": AdamTeacher, "dbd": DeltaBarDeltaTeacher}
+@dataclasses.dataclass(frozen=True)
+class LearnedTeacher:
+    """A trained update network as the teacher: distillation.
+
+    A hand rule that is good on one problem may be worse there than a network
+    already trained for it (``paper-fmnist-mlp-dbd-rms2`` on the 100-step
+    sigmoid MLP beats its own delta-bar-delta teacher). With this teacher a
+    new network can keep that network's behaviour on the problems it is good
+    at while other problems keep their hand-made teachers. The teacher runs
+    as ``LearnedOptimizer`` would at learning rate 1, told each run's length
+    (``horizon``) if it reads one.
+
+    Attributes:
+        source: a bundled weight name or a weight-file path.
+        antisymmetric: run the file's weights antisymmetrically (1) or not (0)
+            whatever the file says; ``None``: as the file says.
+    """
+
+    source: str
+    antisymmetric: bool | None = None
+
+    def __post_init__(self) -> None:
+        self.path  # a missing or unreadable file fails when the spec is parsed
+
+    @classmethod
+    def parse(cls, spec: str) -> "LearnedTeacher":
+        """``"learned:NAME_OR_PATH[,antisymmetric=0|1]"``."""
+        source, *options = [part.strip() for part in spec.partition(":")[2].split(",")]
+        if not source:
+            raise ValueError(f"teacher {spec!r} needs a weight file or bundled name, "
+                             "e.g. 'learned:paper-fmnist-mlp-dbd-rms2'")
+        values: dict[str, Any] = {}
+        for item in options:
+            key, _, value = item.partition("=")
+            if key != "antisymmetric" or value not in ("0", "1"):
+                raise ValueError(f"bad teacher option {item!r} in {spec!r}; options: "
+                                 "antisymmetric=0 or antisymmetric=1")
+            values["antisymmetric"] = value == "1"
+        return cls(source, **values)
+
+    @functools.cached_property
+    def path(self) -> Path:
+        from keras_learned_opt.bundled import resolve_weights
+
+        return resolve_weights(self.source)
+
+    @functools.cached_property
+    def network(self) -> tuple[dict, NetworkConfig, str]:
+        """The teacher's weights (tensors), architecture and file digest (sha256)."""
+        import tensorflow as tf
+
+        from keras_learned_opt.weights import load_weight_file
+
+        loaded = load_weight_file(self.path)
+        config = loaded.config
+        if self.antisymmetric is not None:
+            config = dataclasses.replace(config, antisymmetric=self.antisymmetric)
+        weights = {n: tf.constant(np.asarray(a, np.float32)) for n, a in loaded.arrays.items()}
+        return weights, config, hashlib.sha256(self.path.read_bytes()).hexdigest()
+
+    def start(self, params: list) -> list:
+        """The teacher network's zero state for all coordinates of ``params``."""
+        from keras_learned_opt.network import zero_state
+
+        return zero_state(self.network[1], sum(int(np.prod(p.shape)) for p in params))
+
+    def update(self, grads: list, state: list, t: int, steps: int) -> tuple[list, list]:
+        from keras import ops
+
+        from keras_learned_opt.network import apply_network
+
+        weights, config, _ = self.network
+        flat = ops.concatenate([ops.reshape(g, [-1]) for g in grads], axis=0)
+        update, state = apply_network(weights, config, flat, state, t + 1, float(steps))
+        sizes = [int(np.prod(g.shape)) for g in grads]
+        pieces = ops.split(update, np.cumsum(sizes)[:-1].tolist()) if len(sizes) > 1 else [update]
+        return [ops.reshape(u, g.shape) for u, g in zip(pieces, grads)], state
+
+    def provenance(self) -> dict:
+        """What identifies the teacher in an output file's provenance."""
+        return {"path": str(self.path), "sha256": self.network[2],
+                "network": self.network[1].to_dict()}
 
 
-Teacher = NesterovTeacher | AdamTeacher | DeltaBarDeltaTeacher
+TEACHERS = {"nesterov": NesterovTeacher, "adam": AdamTeacher, "dbd": DeltaBarDeltaTeacher,
+            "learned": LearnedTeacher}
+
+
+Teacher = NesterovTeacher | AdamTeacher | DeltaBarDeltaTeacher | LearnedTeacher
 
 
 def parse_teacher(spec: str) -> Teacher:
-    """A teacher from its spec: ``nesterov:lr=R[,...]``, ``adam:lr=R[,...]`` or ``dbd:lr=R[,...]``."""
+    """A teacher from its spec: ``nesterov:lr=R[,...]``, ``adam:lr=R[,...]``,
+    ``dbd:lr=R[,...]`` or ``learned:NAME_OR_PATH[,antisymmetric=0|1]``."""
     name = spec.partition(":")[0].strip()
     if name not in TEACHERS:
         raise ValueError(f"unknown teacher {name!r} in {spec!r}; known: "
-                         "'nesterov:lr=...', 'adam:lr=...', 'dbd:lr=...'")
+                         "'nesterov:lr=...', 'adam:lr=...', 'dbd:lr=...', 'learned:FILE'")
     return TEACHERS[name].parse(spec)
 
 
@@ -513,12 +601,8 @@ class Imitator:
         self.init_provenance: dict = {}
         if config.init_from:
             start = load_weight_file(config.init_from)
-            if start.config.antisymmetric != self.network_config.antisymmetric:
-                from keras_learned_opt.errors import ArchitectureMismatchError
-
-                raise ArchitectureMismatchError(
-                    f"--init-from {config.init_from} holds {start.config}, but this run "
-                    f"trains {self.network_config}")
+            # Antisymmetry and an added horizon input may differ (same weights, run
+            # differently); starting_arrays refuses any other difference.
             arrays = starting_arrays(start.arrays, start.config, self.network_config,
                                      config.init_from)
             self.init_provenance = start.provenance
@@ -665,7 +749,8 @@ class Imitator:
         provenance = default_provenance(
             command=self.command,
             imitation_config=dataclasses.asdict(self.config),
-            teachers=[dict(spec=spec, kind=type(t).__name__, **dataclasses.asdict(t))
+            teachers=[dict(spec=spec, kind=type(t).__name__, **dataclasses.asdict(t),
+                           **(t.provenance() if isinstance(t, LearnedTeacher) else {}))
                       for spec, t in zip(self.config.teachers, self.teachers)],
             teacher_final_losses=teacher_finals,
             problems=list(self.config.problems),
@@ -775,7 +860,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "is R*F over the last S of each run), "
                              "adam:lr=R[,beta_1=B1][,beta_2=B2][,epsilon=E][,final=F][,final_share=S] or "
                              "dbd:lr=R[,up=U][,down=D][,trace=T][,gain_min=A][,gain_max=B]"
-                             "[,momentum=M][,final=F][,final_share=S][,power=P][,beta_2=B2]; "
+                             "[,momentum=M][,final=F][,final_share=S][,power=P][,beta_2=B2] or "
+                             "learned:NAME_OR_PATH[,antisymmetric=0|1] (a trained network); "
                              "once for all "
                              "problems or once per --problem, in the same order (default "
                              "nesterov:lr=0.5)")

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import keras
@@ -10,6 +11,7 @@ from keras_learned_opt.imitation import (
     DeltaBarDeltaTeacher,
     ImitationConfig,
     Imitator,
+    LearnedTeacher,
     NesterovTeacher,
     imitate,
     imitation_error,
@@ -357,3 +359,66 @@ def test_runs_of_two_lengths_train_a_horizon_input_told_each_length(tmp_path):
     assert weight_file.config.horizon_input
     assert weight_file.provenance["problem_steps"] == [20, 40]
     assert "20/40-step runs" in weight_file.description
+
+
+def test_learned_teacher_spec_names_its_problems(tmp_path):
+    teacher = parse_teacher("learned:paper-fmnist-mlp,antisymmetric=1")
+    assert teacher == LearnedTeacher("paper-fmnist-mlp", antisymmetric=True)
+    assert teacher.path.name == "paper-fmnist-mlp.h5"
+    for spec, error, words in [("learned:", ValueError, "weight file or bundled name"),
+                               ("learned:paper-fmnist-mlp,lr=1", ValueError, "bad teacher option"),
+                               ("learned:paper-fmnist-mlp,antisymmetric=yes", ValueError,
+                                "antisymmetric=0"),
+                               (f"learned:{tmp_path}/missing.h5", FileNotFoundError,
+                                "does not exist"),
+                               ("learned:no-such-bundle", klo.UnknownPretrainedError,
+                                "bundled weight name")]:
+        with pytest.raises(error, match=words):
+            parse_teacher(spec)
+
+
+def test_learned_teacher_runs_as_the_optimizer_runs_its_network():
+    """The teacher's run of a bundled network (made antisymmetric) on a problem with several
+    variables is the run ``evaluate`` makes with the same weights, told the same horizon."""
+    from test_runner import digits_problem
+
+    from keras_learned_opt.unroll import evaluate
+
+    problem, steps = digits_problem(), 20
+    teacher = parse_teacher("learned:paper-fmnist-mlp-dbd-rms2,antisymmetric=1")
+    gradients, updates, losses = record_teacher(problem, teacher, 3, steps)
+    loaded = load_weight_file(teacher.path)
+    config = dataclasses.replace(loaded.config, antisymmetric=True)
+    expected = evaluate(loaded.arrays, config, problem, [3], steps, unroll=steps)[0]
+    np.testing.assert_allclose(losses, expected, rtol=1e-4)
+    assert losses[-1] < losses[0] and np.abs(updates).max() > 0
+    # ...and a network imitating its own runs, started from its own weights, is exact.
+    error = imitation_error({n: np.asarray(a) for n, a in loaded.arrays.items()}, config,
+                            gradients, updates, horizon=float(steps))
+    assert float(error) < 1e-8
+
+
+def test_distillation_starts_from_another_files_weights_run_antisymmetrically(tmp_path):
+    """--init-from a plain file into an antisymmetric, horizon-reading imitation whose teacher
+    is that file run antisymmetrically: the start is the teacher itself (error 0), and the
+    output's provenance names the teacher's file by its digest."""
+    from test_runner import digits_problem
+
+    from keras_learned_opt.problems import register_problem
+
+    register_problem("digits_distil", digits_problem, overwrite=True)
+    source = parse_teacher("learned:paper-fmnist-mlp-dbd-rms2").path
+    network = dict(load_weight_file(source).config.to_dict(), antisymmetric=True,
+                   horizon_input=True)
+    imitator = Imitator(ImitationConfig(
+        problems=["digits_distil"], teachers=[f"learned:{source},antisymmetric=1"],
+        network=network, init_from=str(source), steps=20, teacher_runs=2, columns=256,
+        iterations=2, validate_every=2, validation_seeds=2), tmp_path / "d.h5", verbose=0)
+    gradients, targets, _ = imitator.record()
+    error = imitation_error(imitator.weights, imitator.network_config, gradients[0],
+                            targets[0], horizon=20.0)
+    assert float(error) < 1e-8
+    imitator.run()
+    teacher = load_weight_file(tmp_path / "d.h5").provenance["teachers"][0]
+    assert teacher["kind"] == "LearnedTeacher" and teacher["antisymmetric"] is True
+    assert len(teacher["sha256"]) == 64 and teacher["path"] == str(source)
