@@ -104,16 +104,16 @@ DEFAULT_MET_CASES = [
 def _default_name() -> str:
     from keras_learned_opt.bundled import default_pretrained_name
 
-    assert default_pretrained_name() == "antisymmetric-horizon-mix3"
+    assert default_pretrained_name() == "antisymmetric-horizon-mix4"
     return default_pretrained_name()
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("problem,baseline,rate", DEFAULT_MET_CASES)
 def test_default_meets_its_generalization_targets(problem, baseline, rate):
-    """`antisymmetric-horizon-mix3` (the default since 0.11), told the run's length as
+    """`antisymmetric-horizon-mix4` (the default since 0.12), told the run's length as
     `compare` does, reaches at most 1.00x the best tuned baseline on the ReLU MLP and on
-    the small CNN (README: 0.920, 0.935); it misses 0.90 on the 100-step MLP (0.927), and
+    the small CNN (README: 0.991, 0.926); it misses 0.90 on the 100-step MLP (0.909), and
     README says so."""
     result = compare(problem, [f"learned:{_default_name()}", baseline], seeds=5, steps=100,
                      lr_grid=[rate], verbose=0)
@@ -123,7 +123,7 @@ def test_default_meets_its_generalization_targets(problem, baseline, rate):
 
 
 LONG_HORIZON_FINALS = (Path(__file__).parent.parent / "benchmarks" / "results"
-                       / "generalization-1000-steps-20-seeds-antisymmetric-horizon-mix3"
+                       / "generalization-1000-steps-20-seeds-antisymmetric-horizon-mix4"
                        / "fmnist_mlp_1000_finals.json")
 
 
@@ -131,10 +131,10 @@ LONG_HORIZON_FINALS = (Path(__file__).parent.parent / "benchmarks" / "results"
 def test_default_meets_the_long_horizon_target_on_the_first_five_of_its_twenty_seeds():
     """Five seeds cannot tell the 1000-step ratio from 1.00 reliably (standard error about
     2.5%), so the default was judged on 20 evaluation seeds, by the rule fixed before
-    measuring (pretrained/README.md): 0.912 against tuned Nesterov (lr 0.3), lower on each
-    of the 20 seeds (`python benchmarks/generalization.py --weights antisymmetric-horizon-mix3
+    measuring (pretrained/README.md): 0.932 against tuned Nesterov (lr 0.3), lower on each
+    of the 20 seeds (`python benchmarks/generalization.py --weights antisymmetric-horizon-mix4
     --seeds 20 --cases fmnist_mlp_1000`, per-seed finals committed). Its per-seed ratios lie
-    in 0.87-0.96, so the first five (0.927 there: 0.929, 0.902, 0.910, 0.955, 0.936, each
+    in 0.89-0.98, so the first five (0.936 there: 0.960, 0.899, 0.920, 0.973, 0.927, each
     seed below Nesterov) still resolve the target; this reruns them, told total_steps=1000
     as `compare` does, and checks that each seed reproduces the committed run, so the
     20-seed figure is the one this code computes. (Ten seeds took 170-200 s of the suite's
@@ -185,12 +185,14 @@ def test_later_defaults_are_faster_at_100_steps_and_the_horizon_files_read_the_h
     where the 0.7-0.8 default `antisymmetric-window-mix` is 0.994); the files that read the
     run's length are faster still told total_steps=100 (as `compare` does): the 0.10
     default `antisymmetric-horizon-mix` 0.950x, its continuations `antisymmetric-horizon-mix2`
-    0.936x and `antisymmetric-horizon-mix3` (the default since 0.11) 0.927x. Not told, the
-    default still trains (0.936x). All stay antisymmetric (no drift)."""
+    0.936x, `antisymmetric-horizon-mix3` (the 0.11 default) 0.927x and
+    `antisymmetric-horizon-mix4` (the default since 0.12) 0.909x. Not told, the default
+    still trains (0.929x). All stay antisymmetric (no drift)."""
     from keras_learned_opt.bundled import resolve_weights
     from keras_learned_opt.weights import load_weight_file
 
-    horizon_files = ["antisymmetric-horizon-mix", "antisymmetric-horizon-mix2", _default_name()]
+    horizon_files = ["antisymmetric-horizon-mix", "antisymmetric-horizon-mix2",
+                     "antisymmetric-horizon-mix3", _default_name()]
     for name in ["antisymmetric-rms-mix", "antisymmetric-rms-soup"] + horizon_files:
         assert load_weight_file(resolve_weights(name)).config.antisymmetric
     for name in horizon_files:
@@ -201,7 +203,7 @@ def test_later_defaults_are_faster_at_100_steps_and_the_horizon_files_read_the_h
                                                     "learned:antisymmetric-window-mix", "nag"],
                      seeds=5, steps=100, lr_grid=[0.3], verbose=0)
     assert result.metadata["total_steps_told"] == {spec: 100 for spec in horizon_specs}
-    first, second, told, rms_mix, soup, previous, nesterov = result.optimizers
+    first, second, third, told, rms_mix, soup, previous, nesterov = result.optimizers
     assert result.ratio(rms_mix) <= 0.97, result.table()
     assert result.ratio(soup) <= 0.98, result.table()
     assert result.ratio(rms_mix) < result.ratio(previous) - 0.02, result.table()
@@ -210,8 +212,10 @@ def test_later_defaults_are_faster_at_100_steps_and_the_horizon_files_read_the_h
     assert result.ratio(first) < result.ratio(soup) - 0.015, result.table()
     assert result.ratio(second) <= 0.945, result.table()
     assert result.ratio(second) < result.ratio(first) - 0.007, result.table()
-    assert result.ratio(told) <= 0.935, result.table()
-    assert result.ratio(told) < result.ratio(second) - 0.005, result.table()
+    assert result.ratio(third) <= 0.935, result.table()
+    assert result.ratio(third) < result.ratio(second) - 0.005, result.table()
+    assert result.ratio(told) <= 0.915, result.table()
+    assert result.ratio(told) < result.ratio(third) - 0.01, result.table()
     # Not told: the same seeds and batches, so the same Nesterov runs are the reference.
     default = horizon_specs[-1]
     untold = compare("fmnist_mlp", [default], seeds=5, steps=100, verbose=0,
