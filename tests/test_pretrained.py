@@ -18,6 +18,35 @@ def test_every_bundled_file_is_valid_and_described():
     assert default is None or default in listing
 
 
+
+# The arrays' checksum (its first 16 hex digits) of each bundled file, as measured in
+# README's and pretrained/README.md's tables: a file replaced without re-measuring fails
+# here. (load_weight_file checks each file's arrays against its own stored checksum.)
+BUNDLED_CHECKSUMS = {
+    "antisymmetric-horizon-mix": "12d4dc06361042b6",
+    "antisymmetric-horizon-mix2": "52c11ef992dbc44f",
+    "antisymmetric-horizon-mix3": "938f5ee068651974",
+    "antisymmetric-horizon-mix4": "68dfe0987af9b8a8",
+    "antisymmetric-imitation-mix": "aaed641d1772fb14",
+    "antisymmetric-mix": "643fd89c465f2f61",
+    "antisymmetric-mix-u100": "d8daccfc94a309a1",
+    "antisymmetric-rms-mix": "5cf352fc4463c045",
+    "antisymmetric-rms-soup": "f9043954bb38deac",
+    "antisymmetric-window-mix": "1c987553d049bc9c",
+    "paper-fmnist-mlp": "6db01fa2e5e29e35",
+    "paper-fmnist-mlp-dbd": "22e5ed1bcd29444d",
+    "paper-fmnist-mlp-dbd-rms": "318365b93c4deb88",
+    "paper-fmnist-mlp-dbd-rms2": "47c65940a0976cdd",
+    "paper-fmnist-mlp-imitation": "e415bf091cc4e52c",
+}
+
+
+def test_bundled_files_are_the_measured_ones():
+    assert set(klo.list_pretrained()) == set(BUNDLED_CHECKSUMS)
+    for name, checksum in BUNDLED_CHECKSUMS.items():
+        weight_file = load_weight_file(pretrained.pretrained_dir() / f"{name}.h5")
+        assert weight_file.checksum.startswith(checksum), name
+
 def test_unknown_name_lists_valid_names():
     with pytest.raises(UnknownPretrainedError, match="bundled names"):
         klo.LearnedOptimizer(weights="no-such-optimizer")

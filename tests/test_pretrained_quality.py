@@ -128,24 +128,24 @@ LONG_HORIZON_FINALS = (Path(__file__).parent.parent / "benchmarks" / "results"
 
 
 @pytest.mark.slow
-def test_default_meets_the_long_horizon_target_on_the_first_five_of_its_twenty_seeds():
+def test_default_meets_the_long_horizon_target_on_the_first_three_of_its_twenty_seeds():
     """Five seeds cannot tell the 1000-step ratio from 1.00 reliably (standard error about
     2.5%), so the default was judged on 20 evaluation seeds, by the rule fixed before
     measuring (pretrained/README.md): 0.932 against tuned Nesterov (lr 0.3), lower on each
     of the 20 seeds (`python benchmarks/generalization.py --weights antisymmetric-horizon-mix4
-    --seeds 20 --cases fmnist_mlp_1000`, per-seed finals committed). Its per-seed ratios lie
-    in 0.89-0.98, so the first five (0.936 there: 0.960, 0.899, 0.920, 0.973, 0.927, each
-    seed below Nesterov) still resolve the target; this reruns them, told total_steps=1000
-    as `compare` does, and checks that each seed reproduces the committed run, so the
-    20-seed figure is the one this code computes. (Ten seeds took 170-200 s of the suite's
-    time; five keep it well under 15 minutes.)"""
+    --seeds 20 --cases fmnist_mlp_1000`, per-seed finals committed; per-seed ratios
+    0.89-0.98). This reruns the first three (0.927 there: 0.960, 0.899, 0.920, each seed
+    below Nesterov), told total_steps=1000 as `compare` does, and checks that each seed
+    reproduces the committed run, so the 20-seed figure is the one this code computes.
+    (Ten seeds took 170-200 s of the suite's time, five about 100 s; three keep the suite
+    well under 15 minutes.)"""
     import json
 
     import numpy as np
 
     committed = json.loads(LONG_HORIZON_FINALS.read_text())
     default = f"learned:{_default_name()}"
-    result = compare("fmnist_mlp", [default, "nag"], seeds=committed["seeds"][:5],
+    result = compare("fmnist_mlp", [default, "nag"], seeds=committed["seeds"][:3],
                      steps=1000, lr_grid=[0.3], verbose=0)
     assert result.metadata["total_steps_told"] == {default: 1000}
     learned, nesterov = result.optimizers
@@ -156,7 +156,7 @@ def test_default_meets_the_long_horizon_target_on_the_first_five_of_its_twenty_s
     for label, mine in ((default, learned), ("nag", nesterov)):
         run = next(r for r in recorded[label]
                    if np.isclose(r["learning_rate"], mine.best.learning_rate))
-        np.testing.assert_allclose(mine.best.final, run["final"][:5], rtol=0.02)
+        np.testing.assert_allclose(mine.best.final, run["final"][:3], rtol=0.02)
 
 
 def test_default_is_antisymmetric_and_has_no_drift():
@@ -178,46 +178,31 @@ def test_default_is_antisymmetric_and_has_no_drift():
 
 
 @pytest.mark.slow
-def test_later_defaults_are_faster_at_100_steps_and_the_horizon_files_read_the_horizon():
+def test_the_default_is_faster_at_100_steps_than_the_last_and_reads_the_horizon():
     """On the suite's 5 evaluation seeds against tuned Nesterov (lr 0.3; README,
-    "Generalization"): 0.9's files moved toward the 100-step target
-    (`antisymmetric-rms-mix` 0.960x, the 0.9 default `antisymmetric-rms-soup` 0.975x,
-    where the 0.7-0.8 default `antisymmetric-window-mix` is 0.994); the files that read the
-    run's length are faster still told total_steps=100 (as `compare` does): the 0.10
-    default `antisymmetric-horizon-mix` 0.950x, its continuations `antisymmetric-horizon-mix2`
-    0.936x, `antisymmetric-horizon-mix3` (the 0.11 default) 0.927x and
-    `antisymmetric-horizon-mix4` (the default since 0.12) 0.909x. Not told, the default
-    still trains (0.929x). All stay antisymmetric (no drift)."""
+    "Generalization"), told total_steps=100 as `compare` does: `antisymmetric-horizon-mix4`
+    (the default since 0.12) 0.909x, the 0.11 default `antisymmetric-horizon-mix3` 0.927x.
+    Not told, the default still trains (0.929x). Both are antisymmetric (no drift) and read
+    the horizon. (Until 0.12 this test also reran the 0.9 and 0.10 files, about 60 s of the
+    suite; their figures stay reproducible with `python benchmarks/generalization.py
+    --weights NAME`, and test_pretrained.py pins the files' checksums.)"""
     from keras_learned_opt.bundled import resolve_weights
     from keras_learned_opt.weights import load_weight_file
 
-    horizon_files = ["antisymmetric-horizon-mix", "antisymmetric-horizon-mix2",
-                     "antisymmetric-horizon-mix3", _default_name()]
-    for name in ["antisymmetric-rms-mix", "antisymmetric-rms-soup"] + horizon_files:
-        assert load_weight_file(resolve_weights(name)).config.antisymmetric
-    for name in horizon_files:
-        assert load_weight_file(resolve_weights(name)).config.horizon_input
-    horizon_specs = [f"learned:{name}" for name in horizon_files]
-    result = compare("fmnist_mlp", horizon_specs + ["learned:antisymmetric-rms-mix",
-                                                    "learned:antisymmetric-rms-soup",
-                                                    "learned:antisymmetric-window-mix", "nag"],
-                     seeds=5, steps=100, lr_grid=[0.3], verbose=0)
-    assert result.metadata["total_steps_told"] == {spec: 100 for spec in horizon_specs}
-    first, second, third, told, rms_mix, soup, previous, nesterov = result.optimizers
-    assert result.ratio(rms_mix) <= 0.97, result.table()
-    assert result.ratio(soup) <= 0.98, result.table()
-    assert result.ratio(rms_mix) < result.ratio(previous) - 0.02, result.table()
-    assert result.ratio(soup) < result.ratio(previous) - 0.01, result.table()
-    assert result.ratio(first) <= 0.96, result.table()
-    assert result.ratio(first) < result.ratio(soup) - 0.015, result.table()
-    assert result.ratio(second) <= 0.945, result.table()
-    assert result.ratio(second) < result.ratio(first) - 0.007, result.table()
-    assert result.ratio(third) <= 0.935, result.table()
-    assert result.ratio(third) < result.ratio(second) - 0.005, result.table()
+    names = ["antisymmetric-horizon-mix3", _default_name()]
+    for name in names:
+        config = load_weight_file(resolve_weights(name)).config
+        assert config.antisymmetric and config.horizon_input
+    specs = [f"learned:{name}" for name in names]
+    result = compare("fmnist_mlp", specs + ["nag"], seeds=5, steps=100, lr_grid=[0.3],
+                     verbose=0)
+    assert result.metadata["total_steps_told"] == {spec: 100 for spec in specs}
+    previous, told, nesterov = result.optimizers
+    assert result.ratio(previous) <= 0.935, result.table()
     assert result.ratio(told) <= 0.915, result.table()
-    assert result.ratio(told) < result.ratio(third) - 0.01, result.table()
+    assert result.ratio(told) < result.ratio(previous) - 0.01, result.table()
     # Not told: the same seeds and batches, so the same Nesterov runs are the reference.
-    default = horizon_specs[-1]
+    default = specs[-1]
     untold = compare("fmnist_mlp", [default], seeds=5, steps=100, verbose=0,
                      tell_horizon=False)
     assert untold.metadata["total_steps_told"] == {default: None}
