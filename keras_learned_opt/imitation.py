@@ -65,14 +65,23 @@ import numpy as np
 from keras_learned_opt.network import NetworkConfig
 
 
-def _parse_options(spec: str, keys: dict[str, str]) -> dict[str, float]:
-    """``"name:key=value,..."`` -> ``{field: float}`` for the keys a teacher knows."""
-    values: dict[str, float] = {}
+DECAYS = ("cut", "linear")
+
+
+def _parse_options(spec: str, keys: dict[str, str]) -> dict[str, Any]:
+    """``"name:key=value,..."`` -> ``{field: value}`` for the keys a teacher knows
+    (numbers, except ``decay``, which names the shape of the final rate cut)."""
+    values: dict[str, Any] = {}
     for item in filter(None, (part.strip() for part in spec.partition(":")[2].split(","))):
         key, equals, value = item.partition("=")
         if not equals or key not in keys:
             raise ValueError(f"bad teacher option {item!r} in {spec!r}; "
                              f"options: {', '.join(keys)}")
+        if key == "decay":
+            if value not in DECAYS:
+                raise ValueError(f"teacher option decay must be one of {DECAYS}, got {value!r}")
+            values[keys[key]] = value
+            continue
         try:
             values[keys[key]] = float(value)
         except ValueError:
@@ -83,8 +92,15 @@ def _parse_options(spec: str, keys: dict[str, str]) -> dict[str, float]:
 
 
 def _cut_rates(learning_rate: float, final_factor: float, final_share: float,
-               steps: int) -> np.ndarray:
-    """``learning_rate`` for the first ``1 - final_share`` of ``steps``, then times ``final_factor``."""
+               steps: int, decay: str = "cut") -> np.ndarray:
+    """The rate of each of ``steps`` steps: ``learning_rate`` for the first
+    ``1 - final_share`` of them; over the rest, ``learning_rate * final_factor``
+    (``decay="cut"``) or a straight line from ``learning_rate`` where that share
+    starts to ``learning_rate * final_factor`` where the run ends (``"linear"``)."""
+    if decay == "linear":
+        done = np.arange(steps) / steps
+        ramp = np.clip((done - (1.0 - final_share)) / max(final_share, 1e-12), 0.0, 1.0)
+        return learning_rate * (1.0 - (1.0 - final_factor) * ramp)
     cut = np.arange(steps) >= (1.0 - final_share) * steps
     return np.where(cut, learning_rate * final_factor, learning_rate)
 
@@ -94,13 +110,15 @@ class NesterovTeacher:
     """SGD with Nesterov momentum as ``keras.optimizers.SGD(nesterov=True)`` runs it.
 
     The rate is ``learning_rate`` for the first ``1 - final_share`` of a run and
-    ``learning_rate * final_factor`` after that (``final_factor=1``: constant).
+    ``learning_rate * final_factor`` after that (``final_factor=1``: constant),
+    reached at once (``decay="cut"``) or along a straight line (``"linear"``).
     """
 
     learning_rate: float
     momentum: float = 0.9
     final_factor: float = 1.0
     final_share: float = 0.2
+    decay: str = "cut"
 
     def __post_init__(self) -> None:
         if not self.learning_rate > 0:
@@ -109,9 +127,11 @@ class NesterovTeacher:
             raise ValueError(f"teacher momentum must be in [0, 1), got {self.momentum}")
         if not self.final_factor > 0 or not 0 <= self.final_share <= 1:
             raise ValueError("teacher final factor must be > 0 and final share in [0, 1]")
+        if self.decay not in DECAYS:
+            raise ValueError(f"teacher decay must be one of {DECAYS}, got {self.decay!r}")
 
     KEYS = {"lr": "learning_rate", "momentum": "momentum", "final": "final_factor",
-            "final_share": "final_share"}
+            "final_share": "final_share", "decay": "decay"}
 
     @classmethod
     def parse(cls, spec: str) -> "NesterovTeacher":
@@ -120,7 +140,8 @@ class NesterovTeacher:
 
     def rates(self, steps: int) -> np.ndarray:
         """The learning rate of each of ``steps`` steps, ``[steps]``."""
-        return _cut_rates(self.learning_rate, self.final_factor, self.final_share, steps)
+        return _cut_rates(self.learning_rate, self.final_factor, self.final_share, steps,
+                          self.decay)
 
     def start(self, params: list) -> list:
         """The teacher's state for parameters ``params``: the velocities."""
@@ -144,6 +165,7 @@ class AdamTeacher:
     epsilon: float = 1e-7
     final_factor: float = 1.0
     final_share: float = 0.2
+    decay: str = "cut"
 
     def __post_init__(self) -> None:
         if not self.learning_rate > 0:
@@ -152,9 +174,12 @@ class AdamTeacher:
             raise ValueError("teacher betas must be in [0, 1) and epsilon > 0")
         if not self.final_factor > 0 or not 0 <= self.final_share <= 1:
             raise ValueError("teacher final factor must be > 0 and final share in [0, 1]")
+        if self.decay not in DECAYS:
+            raise ValueError(f"teacher decay must be one of {DECAYS}, got {self.decay!r}")
 
     KEYS = {"lr": "learning_rate", "beta_1": "beta_1", "beta_2": "beta_2",
-            "epsilon": "epsilon", "final": "final_factor", "final_share": "final_share"}
+            "epsilon": "epsilon", "final": "final_factor", "final_share": "final_share",
+            "decay": "decay"}
 
     @classmethod
     def parse(cls, spec: str) -> "AdamTeacher":
@@ -170,7 +195,8 @@ class AdamTeacher:
         first, second = moments
         first = [m + (g - m) * (1 - self.beta_1) for m, g in zip(first, grads)]
         second = [v + (g * g - v) * (1 - self.beta_2) for v, g in zip(second, grads)]
-        base = _cut_rates(self.learning_rate, self.final_factor, self.final_share, steps)[t]
+        base = _cut_rates(self.learning_rate, self.final_factor, self.final_share, steps,
+                          self.decay)[t]
         rate = np.float32(base * math.sqrt(1 - self.beta_2 ** (t + 1))
                           / (1 - self.beta_1 ** (t + 1)))
         steps_ = [-rate * m / (v ** 0.5 + self.epsilon) for m, v in zip(first, second)]
@@ -207,6 +233,7 @@ class DeltaBarDeltaTeacher:
     momentum: float = 0.9
     final_factor: float = 1.0
     final_share: float = 0.2
+    decay: str = "cut"
     power: float = 0.0
     beta_2: float = 0.99
 
@@ -223,10 +250,13 @@ class DeltaBarDeltaTeacher:
             raise ValueError(f"teacher momentum must be in [0, 1), got {self.momentum}")
         if not self.final_factor > 0 or not 0 <= self.final_share <= 1:
             raise ValueError("teacher final factor must be > 0 and final share in [0, 1]")
+        if self.decay not in DECAYS:
+            raise ValueError(f"teacher decay must be one of {DECAYS}, got {self.decay!r}")
 
     KEYS = {"lr": "learning_rate", "up": "up", "down": "down", "trace": "trace",
             "gain_min": "gain_min", "gain_max": "gain_max", "momentum": "momentum",
-            "final": "final_factor", "final_share": "final_share", "power": "power",
+            "final": "final_factor", "final_share": "final_share", "decay": "decay",
+            "power": "power",
             "beta_2": "beta_2"}
 
     @classmethod
@@ -236,7 +266,8 @@ class DeltaBarDeltaTeacher:
 
     def rates(self, steps: int) -> np.ndarray:
         """The learning rate of each of ``steps`` steps, ``[steps]``."""
-        return _cut_rates(self.learning_rate, self.final_factor, self.final_share, steps)
+        return _cut_rates(self.learning_rate, self.final_factor, self.final_share, steps,
+                          self.decay)
 
     def start(self, params: list) -> tuple[list, list, list, list]:
         """The teacher's state: velocities, gains (ones), gradient traces, mean squares."""
@@ -857,10 +888,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "(default fmnist_mlp)")
     parser.add_argument("--teacher", action="append",
                         help="nesterov:lr=R[,momentum=M][,final=F][,final_share=S] (the rate "
-                             "is R*F over the last S of each run), "
+                             "is R*F over the last S of each run; decay=linear: falling "
+                             "linearly from R to R*F over that share), "
                              "adam:lr=R[,beta_1=B1][,beta_2=B2][,epsilon=E][,final=F][,final_share=S] or "
                              "dbd:lr=R[,up=U][,down=D][,trace=T][,gain_min=A][,gain_max=B]"
-                             "[,momentum=M][,final=F][,final_share=S][,power=P][,beta_2=B2] or "
+                             "[,momentum=M][,final=F][,final_share=S][,decay=cut|linear][,power=P]"
+                             "[,beta_2=B2] or "
                              "learned:NAME_OR_PATH[,antisymmetric=0|1] (a trained network); "
                              "once for all "
                              "problems or once per --problem, in the same order (default "

@@ -56,6 +56,30 @@ def test_teacher_spec_parses_and_bad_specs_are_named():
                         teachers=["nesterov:lr=0.1", "adam:lr=0.1"])
 
 
+def test_linear_decay_falls_from_the_rate_to_the_final_rate_over_the_final_share():
+    teacher = parse_teacher("dbd:lr=0.04,final=0.1,final_share=0.5,decay=linear")
+    assert teacher.decay == "linear"
+    # steps 0-5 at the full rate (step 5 starts the last half), then down the line that
+    # reaches 0.04 * 0.1 where the run ends (step 10): 0.04 * (1 - 0.9 * k / 5), k = 1..4
+    expected = [0.04] * 6 + [0.04 * (1 - 0.9 * k / 5) for k in range(1, 5)]
+    np.testing.assert_allclose(teacher.rates(10), expected, rtol=1e-12)
+    nesterov = parse_teacher("nesterov:lr=0.5,final=0.3,final_share=0.25,decay=linear")
+    np.testing.assert_allclose(nesterov.rates(8), [0.5] * 7 + [0.5 * (1 - 0.7 / 2)])
+    # the default stays the step cut, unchanged by the option's existence
+    np.testing.assert_allclose(parse_teacher("nesterov:lr=0.5,final=0.3").rates(10),
+                               [0.5] * 8 + [0.15] * 2)
+    adam = AdamTeacher(0.01, final_factor=0.5, final_share=0.5, decay="linear")
+    _, cut_updates, _ = record_teacher(get_problem("quadratic"), AdamTeacher(
+        0.01, final_factor=0.5, final_share=0.5), 5, 8)
+    _, linear_updates, _ = record_teacher(get_problem("quadratic"), adam, 5, 8)
+    # equal before the cut (steps 0-3), different after it
+    np.testing.assert_allclose(linear_updates[:4], cut_updates[:4], rtol=1e-6)
+    assert not np.allclose(linear_updates[4:], cut_updates[4:])
+    for spec in ("dbd:lr=0.1,decay=cosine", "nesterov:lr=0.1,decay=1"):
+        with pytest.raises(ValueError, match="decay must be one of"):
+            parse_teacher(spec)
+
+
 def test_teacher_updates_are_those_of_keras_sgd_with_nesterov():
     problem = get_problem("quadratic")
     gradients, updates, losses = record_teacher(problem, NesterovTeacher(0.003, 0.9), 5, 12)
