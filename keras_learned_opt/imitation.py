@@ -464,9 +464,16 @@ def record_student(problem: Any, teacher: Teacher, weights: dict, config: Networ
             np.asarray(losses))
 
 
+ERROR_WEIGHTINGS = ("pooled", "coordinate")
+# "coordinate" weighting: a coordinate whose targets' sum of squares is below this share
+# of the mean over coordinates counts in proportion to it, not fully (near-zero targets
+# would otherwise divide by almost nothing).
+COORDINATE_FLOOR = 0.01
+
+
 def imitation_error(weights: dict, config: NetworkConfig, gradients: Any, targets: Any,
                     state: Sequence | None = None, first_step: Any = 0,
-                    horizon: Any = None) -> Any:
+                    horizon: Any = None, weighting: str = "pooled") -> Any:
     """Relative squared error of the network's updates against ``targets``.
 
     ``gradients`` and ``targets`` are ``[steps, C]`` for ``C`` coordinates; the
@@ -474,8 +481,14 @@ def imitation_error(weights: dict, config: NetworkConfig, gradients: Any, target
     ``network_state_after`` for a window that starts later in a run) and sees
     ``gradients[t]`` at step ``first_step + t`` (0-based) of a run of ``horizon``
     steps (what networks with ``horizon_input`` read; ``None``: unknown).
-    Returns ``sum (update - target)^2 / sum target^2`` (0 is perfect; 1 is
-    what a network that never moves scores).
+    Returns, with ``weighting="pooled"``, ``sum (update - target)^2 / sum
+    target^2`` over steps and coordinates (0 is perfect; 1 is what a network
+    that never moves scores): coordinates with large updates dominate it. With
+    ``"coordinate"``, each coordinate's error is divided by its own targets' sum
+    of squares (floored at ``COORDINATE_FLOOR`` of their mean) before the mean
+    over coordinates, so that the many coordinates with small updates (most of
+    a first layer's) count as much as the few with large ones; 1 is still what
+    a network that never moves scores, for coordinates above the floor.
     """
     from keras import ops
 
@@ -483,12 +496,18 @@ def imitation_error(weights: dict, config: NetworkConfig, gradients: Any, target
 
     columns = gradients.shape[1]
     state = zero_state(config, columns) if state is None else list(state)
-    error = 0.0
+    if weighting not in ERROR_WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {ERROR_WEIGHTINGS}, got {weighting!r}")
+    error = 0.0  # per coordinate, [C]
     for t in range(gradients.shape[0]):
         update, state = apply_network(weights, config, gradients[t], state, first_step + t + 1,
                                       horizon)
-        error = error + ops.sum(ops.square(update - targets[t]))
-    return error / ops.maximum(ops.sum(ops.square(targets)), 1e-30)
+        error = error + ops.square(update - targets[t])
+    scale = ops.sum(ops.square(targets), axis=0)
+    if weighting == "pooled":
+        return ops.sum(error) / ops.maximum(ops.sum(scale), 1e-30)
+    floor = ops.maximum(COORDINATE_FLOOR * ops.mean(scale), 1e-30)
+    return ops.mean(error / ops.maximum(scale, floor))
 
 
 def network_state_after(weights: dict, config: NetworkConfig, gradients: Any,
@@ -534,6 +553,7 @@ class ImitationConfig:
     columns: int = 8192
     learning_rate: float = 3e-3
     clipnorm: float = 1.0
+    error_weighting: str = "pooled"
     validate_every: int = 50
     validation_seeds: int = 8
     checkpoint_every: int = 50
@@ -566,6 +586,9 @@ class ImitationConfig:
                                  f"steps ({steps}), got {self.window}")
         if self.student_runs < 0:
             raise ValueError(f"student_runs must be >= 0, got {self.student_runs}")
+        if self.error_weighting not in ERROR_WEIGHTINGS:
+            raise ValueError(f"error_weighting must be one of {ERROR_WEIGHTINGS}, "
+                             f"got {self.error_weighting!r}")
         if self.student_runs and not self.init_from:
             raise ValueError("student runs need a student: give init_from (--init-from), the "
                              "network whose own runs the teacher labels")
@@ -582,6 +605,8 @@ class ImitationConfig:
         for option in ("student_runs", "window"):
             if not d[option]:
                 d.pop(option)  # so checkpoints from before the option still resume
+        if d["error_weighting"] == "pooled":
+            d.pop("error_weighting")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -670,7 +695,7 @@ class Imitator:
         first_steps = first_steps or [0] * len(gradients)
         with tf.GradientTape() as tape:
             error = tf.add_n([imitation_error(self.weights, self.network_config, g, t, s,
-                                              first, horizon)
+                                              first, horizon, self.config.error_weighting)
                               for g, t, s, first, horizon
                               in zip(gradients, targets, states, first_steps,
                                      self.horizons)]) / len(gradients)
@@ -914,6 +939,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--columns", type=int, default=8192,
                         help="coordinates per imitation batch")
     parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--error-weighting", choices=ERROR_WEIGHTINGS, default="pooled",
+                        help="pooled: one relative squared error over all coordinates (large "
+                             "updates dominate it); coordinate: each coordinate's error "
+                             "relative to its own targets, then the mean")
     parser.add_argument("--validate-every", type=int, default=50)
     parser.add_argument("--validation-seeds", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
@@ -939,7 +968,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   teacher_runs=args.teacher_runs, student_runs=args.student_runs,
                   iterations=args.iterations,
                   columns=args.columns, learning_rate=args.lr,
-                  validate_every=args.validate_every, validation_seeds=args.validation_seeds,
+                  error_weighting=args.error_weighting, validate_every=args.validate_every, validation_seeds=args.validation_seeds,
                   seed=args.seed)
     print(f"\nwrote {out}")
     return 0

@@ -7,6 +7,7 @@ import pytest
 
 import keras_learned_opt as klo
 from keras_learned_opt.imitation import (
+    COORDINATE_FLOOR,
     AdamTeacher,
     DeltaBarDeltaTeacher,
     ImitationConfig,
@@ -21,7 +22,7 @@ from keras_learned_opt.imitation import (
     record_teacher,
     teacher_seed,
 )
-from keras_learned_opt.network import NetworkConfig, initial_weights
+from keras_learned_opt.network import NetworkConfig, apply_network, initial_weights, zero_state
 from keras_learned_opt.problems import get_problem
 from keras_learned_opt.weights import load_weight_file
 
@@ -190,6 +191,40 @@ def test_error_is_one_for_a_network_that_never_moves():
     error = imitation_error(weights, config, rng.normal(size=(5, 7)).astype("float32"),
                             rng.normal(size=(5, 7)).astype("float32"))
     assert float(error) == pytest.approx(1.0)
+
+
+def test_coordinate_weighting_counts_each_coordinate_against_its_own_targets():
+    config = NetworkConfig(hidden_sizes=(8, 8))
+    weights = initial_weights(config, seed=3)
+    weights["output/kernel"] = np.full((8, 1), 0.5, np.float32)  # a network that moves
+    rng = np.random.default_rng(1)
+    gradients = rng.normal(size=(4, 6)).astype("float32")
+    # coordinates 0-2 have targets 1000x those of 3-4; coordinate 5 has none
+    targets = rng.normal(size=(4, 6)).astype("float32") * [1.0, 1.0, 1.0, 1e-3, 1e-3, 0.0]
+    targets = targets.astype("float32")
+    updates, state = [], zero_state(config, 6)
+    for t in range(4):
+        update, state = apply_network(weights, config, gradients[t], state, t + 1)
+        updates.append(np.asarray(update))
+    squared = (np.stack(updates) - targets) ** 2
+    scale = (targets ** 2).sum(axis=0)
+    pooled = squared.sum() / scale.sum()
+    floor = COORDINATE_FLOOR * scale.mean()
+    by_coordinate = np.mean(squared.sum(axis=0) / np.maximum(scale, floor))
+    assert float(imitation_error(weights, config, gradients, targets)) == pytest.approx(
+        pooled, rel=1e-5)
+    assert float(imitation_error(weights, config, gradients, targets,
+                                 weighting="coordinate")) == pytest.approx(by_coordinate, rel=1e-5)
+    weights["output/kernel"][:] = 0.0  # never moves: 1 for coordinates above the floor
+    still = imitation_error(weights, config, gradients[:, :3], targets[:, :3],
+                            weighting="coordinate")
+    assert float(still) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="weighting must be one of"):
+        imitation_error(weights, config, gradients, targets, weighting="per-step")
+    with pytest.raises(ValueError, match="error_weighting must be one of"):
+        small_config(error_weighting="per-step")
+    assert small_config(error_weighting="pooled").fingerprint() == small_config().fingerprint()
+    assert small_config(error_weighting="coordinate").fingerprint() != small_config().fingerprint()
 
 
 def test_imitation_lowers_the_error_and_writes_a_loadable_file(tmp_path):
