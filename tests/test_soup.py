@@ -56,3 +56,36 @@ def test_soup_command_line_writes_the_file(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
     assert load_weight_file(out).provenance["command"].startswith(
         "python -m keras_learned_opt.soup --out")
+
+
+def test_weighted_soup_interpolates_and_records_the_shares(tmp_path):
+    config = NetworkConfig()
+    a = _write(tmp_path / "a.h5", config, seed=0, command="")
+    b = _write(tmp_path / "b.h5", config, seed=1, command="")
+    out = tmp_path / "mix.h5"
+    assert main(["--out", str(out), a, b, "--coefficients", "3", "1"]) == 0
+    mix, fa, fb = (load_weight_file(p) for p in (out, a, b))
+    for name, value in mix.arrays.items():
+        np.testing.assert_allclose(value, 0.75 * fa.arrays[name] + 0.25 * fb.arrays[name],
+                                   rtol=1e-6, atol=1e-7)
+    assert [i["share"] for i in mix.provenance["soup_of"]] == [0.75, 0.25]
+    assert "0.75 x a" in mix.description
+    # equal coefficients are the plain mean
+    plain = average_weight_files([a, b], tmp_path / "plain.h5")
+    even = average_weight_files([a, b], tmp_path / "even.h5", coefficients=[2, 2])
+    for name, value in load_weight_file(plain).arrays.items():
+        np.testing.assert_allclose(load_weight_file(even).arrays[name], value, rtol=1e-6)
+
+
+@pytest.mark.parametrize("coefficients, message", [
+    ([1.0], "1 coefficients for 2 ingredients"),
+    ([1.0, -0.5], "non-negative"),
+    ([0.0, 0.0], "not all zero"),
+    ([1.0, float("nan")], "finite"),
+])
+def test_bad_coefficients_are_refused_before_writing(tmp_path, coefficients, message):
+    a = _write(tmp_path / "a.h5", NetworkConfig(), seed=0, command="")
+    b = _write(tmp_path / "b.h5", NetworkConfig(), seed=1, command="")
+    with pytest.raises(ValueError, match=message):
+        average_weight_files([a, b], tmp_path / "mix.h5", coefficients=coefficients)
+    assert not (tmp_path / "mix.h5").exists()
