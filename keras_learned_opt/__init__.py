@@ -1,6 +1,6 @@
 """keras_learned_opt: a Keras 3 optimizer whose update rule is a meta-trained LSTM."""
 
-__version__ = "0.12.0"
+__version__ = "0.13.0"
 
 from keras_learned_opt.errors import (  # noqa: E402
     ArchitectureMismatchError,

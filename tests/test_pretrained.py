@@ -27,6 +27,7 @@ BUNDLED_CHECKSUMS = {
     "antisymmetric-horizon-mix2": "52c11ef992dbc44f",
     "antisymmetric-horizon-mix3": "938f5ee068651974",
     "antisymmetric-horizon-mix4": "68dfe0987af9b8a8",
+    "antisymmetric-horizon-mix5": "8dd4dd4ed8734805",
     "antisymmetric-imitation-mix": "aaed641d1772fb14",
     "antisymmetric-mix": "643fd89c465f2f61",
     "antisymmetric-mix-u100": "d8daccfc94a309a1",

@@ -104,16 +104,16 @@ DEFAULT_MET_CASES = [
 def _default_name() -> str:
     from keras_learned_opt.bundled import default_pretrained_name
 
-    assert default_pretrained_name() == "antisymmetric-horizon-mix4"
+    assert default_pretrained_name() == "antisymmetric-horizon-mix5"
     return default_pretrained_name()
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("problem,baseline,rate", DEFAULT_MET_CASES)
 def test_default_meets_its_generalization_targets(problem, baseline, rate):
-    """`antisymmetric-horizon-mix4` (the default since 0.12), told the run's length as
+    """`antisymmetric-horizon-mix5` (the default since 0.13), told the run's length as
     `compare` does, reaches at most 1.00x the best tuned baseline on the ReLU MLP and on
-    the small CNN (README: 0.991, 0.926); it misses 0.90 on the 100-step MLP (0.909), and
+    the small CNN (README: 0.974, 0.906); it misses 0.90 on the 100-step MLP (0.906), and
     README says so."""
     result = compare(problem, [f"learned:{_default_name()}", baseline], seeds=5, steps=100,
                      lr_grid=[rate], verbose=0)
@@ -123,7 +123,7 @@ def test_default_meets_its_generalization_targets(problem, baseline, rate):
 
 
 LONG_HORIZON_FINALS = (Path(__file__).parent.parent / "benchmarks" / "results"
-                       / "generalization-1000-steps-20-seeds-antisymmetric-horizon-mix4"
+                       / "generalization-1000-steps-20-seeds-antisymmetric-horizon-mix5"
                        / "fmnist_mlp_1000_finals.json")
 
 
@@ -131,10 +131,10 @@ LONG_HORIZON_FINALS = (Path(__file__).parent.parent / "benchmarks" / "results"
 def test_default_meets_the_long_horizon_target_on_the_first_three_of_its_twenty_seeds():
     """Five seeds cannot tell the 1000-step ratio from 1.00 reliably (standard error about
     2.5%), so the default was judged on 20 evaluation seeds, by the rule fixed before
-    measuring (pretrained/README.md): 0.932 against tuned Nesterov (lr 0.3), lower on each
-    of the 20 seeds (`python benchmarks/generalization.py --weights antisymmetric-horizon-mix4
+    measuring (pretrained/README.md): 0.920 against tuned Nesterov (lr 0.3), lower on each
+    of the 20 seeds (`python benchmarks/generalization.py --weights antisymmetric-horizon-mix5
     --seeds 20 --cases fmnist_mlp_1000`, per-seed finals committed; per-seed ratios
-    0.89-0.98). This reruns the first three (0.927 there: 0.960, 0.899, 0.920, each seed
+    0.87-0.99). This reruns the first three (0.917 there: 0.947, 0.893, 0.909, each seed
     below Nesterov), told total_steps=1000 as `compare` does, and checks that each seed
     reproduces the committed run, so the 20-seed figure is the one this code computes.
     (Ten seeds took 170-200 s of the suite's time, five about 100 s; three keep the suite
@@ -178,18 +178,19 @@ def test_default_is_antisymmetric_and_has_no_drift():
 
 
 @pytest.mark.slow
-def test_the_default_is_faster_at_100_steps_than_the_last_and_reads_the_horizon():
+def test_the_default_is_faster_at_100_steps_than_the_last_two_and_reads_the_horizon():
     """On the suite's 5 evaluation seeds against tuned Nesterov (lr 0.3; README,
-    "Generalization"), told total_steps=100 as `compare` does: `antisymmetric-horizon-mix4`
-    (the default since 0.12) 0.909x, the 0.11 default `antisymmetric-horizon-mix3` 0.927x.
-    Not told, the default still trains (0.929x). Both are antisymmetric (no drift) and read
-    the horizon. (Until 0.12 this test also reran the 0.9 and 0.10 files, about 60 s of the
-    suite; their figures stay reproducible with `python benchmarks/generalization.py
-    --weights NAME`, and test_pretrained.py pins the files' checksums.)"""
+    "Generalization"), told total_steps=100 as `compare` does: `antisymmetric-horizon-mix5`
+    (the default since 0.13) 0.906x, the 0.12 default `antisymmetric-horizon-mix4` 0.909x,
+    the 0.11 default `antisymmetric-horizon-mix3` 0.927x. Not told, the default still
+    trains (0.923x). All are antisymmetric (no drift) and read the horizon. (Until 0.12
+    this test also reran the 0.9 and 0.10 files, about 60 s of the suite; their figures
+    stay reproducible with `python benchmarks/generalization.py --weights NAME`, and
+    test_pretrained.py pins the files' checksums.)"""
     from keras_learned_opt.bundled import resolve_weights
     from keras_learned_opt.weights import load_weight_file
 
-    names = ["antisymmetric-horizon-mix3", _default_name()]
+    names = ["antisymmetric-horizon-mix3", "antisymmetric-horizon-mix4", _default_name()]
     for name in names:
         config = load_weight_file(resolve_weights(name)).config
         assert config.antisymmetric and config.horizon_input
@@ -197,10 +198,14 @@ def test_the_default_is_faster_at_100_steps_than_the_last_and_reads_the_horizon(
     result = compare("fmnist_mlp", specs + ["nag"], seeds=5, steps=100, lr_grid=[0.3],
                      verbose=0)
     assert result.metadata["total_steps_told"] == {spec: 100 for spec in specs}
-    previous, told, nesterov = result.optimizers
-    assert result.ratio(previous) <= 0.935, result.table()
-    assert result.ratio(told) <= 0.915, result.table()
-    assert result.ratio(told) < result.ratio(previous) - 0.01, result.table()
+    older, previous, told, nesterov = result.optimizers
+    assert result.ratio(older) <= 0.935, result.table()
+    assert result.ratio(told) <= 0.91, result.table()
+    # The same seeds and batches for all three: the order is deterministic, and the
+    # default's lead over the 0.12 file (0.003) is some 30 times the cross-machine
+    # rounding of a final loss.
+    assert result.ratio(told) < result.ratio(previous) < result.ratio(older) - 0.01, \
+        result.table()
     # Not told: the same seeds and batches, so the same Nesterov runs are the reference.
     default = specs[-1]
     untold = compare("fmnist_mlp", [default], seeds=5, steps=100, verbose=0,
